@@ -1,0 +1,51 @@
+"""Stage evaluate: held-out metrics, DVC plots and permutation importance."""
+
+import logging
+from pathlib import Path
+
+from tabular_pipeline import evaluation, stage, tracking
+from tabular_pipeline.config import (
+    DataConfig,
+    EvaluateConfig,
+    SplitConfig,
+    TrackingConfig,
+    TrainConfig,
+    load_params,
+    parse_section,
+)
+
+log = logging.getLogger("evaluate")
+
+
+def main() -> None:
+    params = load_params()
+    data = parse_section(params, "data", DataConfig)
+    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
+    model_path = Path(parse_section(params, "train", TrainConfig).model_out)
+    cfg = parse_section(params, "evaluate", EvaluateConfig)
+    track = parse_section(params, "tracking", TrackingConfig)
+
+    test = stage.read_parquet(split_dir / "test.parquet")
+    pipeline = stage.load_object(model_path)
+    result = evaluation.evaluate(
+        pipeline,
+        test,
+        target=data.target,
+        positive_label=None if data.positive_label is None else str(data.positive_label),
+        cfg=cfg,
+        seed=int(params["seed"]),
+    )
+    plots_dir = Path(cfg.plots_dir)
+    evaluation.write_plots(result, plots_dir)
+    stage.write_json(Path(cfg.metrics_out), result.metrics)
+    log.info(
+        "test: accuracy %.4f (error %.2f %%), ROC AUC %s",
+        result.metrics["accuracy"],
+        100 * result.metrics["error"],
+        result.metrics["roc_auc"],
+    )
+    tracking.log_evaluation(track.experiment, model_path, result.metrics, plots_dir)
+
+
+if __name__ == "__main__":
+    stage.run(main)

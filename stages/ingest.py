@@ -1,0 +1,32 @@
+"""Stage ingest: raw CSV/Parquet -> typed Parquet with clean names and labels."""
+
+import logging
+from pathlib import Path
+
+from tabular_pipeline import stage
+from tabular_pipeline.config import DataConfig, IngestConfig, load_params, parse_section
+from tabular_pipeline.ingest import check_inside, normalize, read_table
+
+log = logging.getLogger("ingest")
+
+
+def main() -> None:
+    params = load_params()
+    data = parse_section(params, "data", DataConfig)
+    cfg = parse_section(params, "ingest", IngestConfig)
+    out_dir = Path(cfg.out_dir)
+    sources = {"train": data.source.train, "test": data.source.test}
+    for name, source in sources.items():
+        target = out_dir / f"{name}.parquet"
+        if source is None:
+            target.unlink(missing_ok=True)
+            continue
+        check_inside(Path(source), Path(data.raw_dir), f"data.source.{name}")
+        raw = read_table(Path(source), dict(data.source.read))
+        frame = normalize(raw, data)
+        stage.write_parquet(frame, target)
+        log.info("%s: %d rows x %d columns -> %s", source, len(frame), frame.shape[1], target)
+
+
+if __name__ == "__main__":
+    stage.run(main)

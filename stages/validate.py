@@ -1,0 +1,58 @@
+"""Stage validate: Great Expectations suite from the data config; gate the pipeline."""
+
+import logging
+import shutil
+from pathlib import Path
+
+from tabular_pipeline import stage
+from tabular_pipeline.config import (
+    DataConfig,
+    IngestConfig,
+    ValidateConfig,
+    load_params,
+    parse_section,
+)
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.validation import summary, validate_tables
+
+log = logging.getLogger("validate")
+
+
+def main() -> None:
+    params = load_params()
+    data = parse_section(params, "data", DataConfig)
+    ingested = Path(parse_section(params, "ingest", IngestConfig).out_dir)
+    cfg = parse_section(params, "validate", ValidateConfig)
+    report_dir = Path(cfg.report_dir)
+    docs_dir = report_dir / "data_docs"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+
+    tables = {
+        name: stage.read_parquet(ingested / f"{name}.parquet")
+        for name in ("train", "test")
+        if name == "train" or (ingested / f"{name}.parquet").exists()
+    }
+    results = validate_tables(data, tables, cfg.min_rows, docs_dir)
+    report = summary(results)
+    stage.write_json(report_dir / "result.json", report)
+    for name, result in results.items():
+        stats = result.statistics
+        log.info(
+            "%s: %s/%s expectations met",
+            name,
+            stats.get("successful_expectations"),
+            stats.get("evaluated_expectations"),
+        )
+    failures = [line for r in results.values() for line in r.failures]
+    if failures:
+        for line in failures:
+            log.error("%s", line)
+        raise PipelineError(
+            f"validation failed: {len(failures)} expectation(s) not met; "
+            f"details in {report_dir / 'result.json'} and {docs_dir / 'index.html'}"
+        )
+    log.info("Data Docs: %s", docs_dir / "index.html")
+
+
+if __name__ == "__main__":
+    stage.run(main)

@@ -1,0 +1,144 @@
+"""Typed views of the composed ``params.yaml``.
+
+Each stage parses only the sections it declares as DVC params, through
+OmegaConf structured configs, so a typo or a wrong type fails at the start of
+the stage with the offending key instead of deep inside pandas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tabular_pipeline.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+T = TypeVar("T")
+
+
+@dataclass
+class SourceConfig:
+    train: str = "???"
+    test: str | None = None
+    read: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ColumnExpect:
+    """Validation bounds of one column; unset keys are not checked."""
+
+    min: float | None = None
+    max: float | None = None
+    categories: list[Any] | None = None
+    max_null_frac: float | None = None
+
+
+@dataclass
+class DataConfig:
+    name: str = "???"
+    raw_dir: str = "???"
+    source: SourceConfig = field(default_factory=SourceConfig)
+    target: str = "???"
+    rename: dict[str, str] = field(default_factory=dict)
+    label_map: dict[str, Any] = field(default_factory=dict)
+    drop: list[str] = field(default_factory=list)
+    types: dict[str, str] = field(default_factory=dict)
+    labels: list[Any] = field(default_factory=list)
+    positive_label: Any = None
+    expect: dict[str, ColumnExpect] = field(default_factory=dict)
+    max_null_frac: float = 0.5
+
+
+@dataclass
+class IngestConfig:
+    out_dir: str = "data/ingested"
+
+
+@dataclass
+class ValidateConfig:
+    report_dir: str = "reports/validate"
+    min_rows: int = 1
+
+
+@dataclass
+class SplitConfig:
+    out_dir: str = "data/split"
+    valid_size: float = 0.2
+    test_size: float = 0.2
+    stratify: bool = True
+
+
+@dataclass
+class NumericFeatures:
+    impute: str = "median"
+    scale: bool = True
+
+
+@dataclass
+class CategoricalFeatures:
+    impute: str = "most_frequent"
+    min_frequency: int | None = 10
+    max_categories: int | None = 50
+
+
+@dataclass
+class FeaturizeConfig:
+    out: str = "models/featurizer.joblib"
+    features_out: str = "reports/featurize/features.json"
+    numeric: NumericFeatures = field(default_factory=NumericFeatures)
+    categorical: CategoricalFeatures = field(default_factory=CategoricalFeatures)
+
+
+@dataclass
+class TrainConfig:
+    model_out: str = "models/model.joblib"
+    metrics_out: str = "metrics/train.json"
+
+
+@dataclass
+class ImportanceConfig:
+    n_repeats: int = 5
+    max_rows: int = 4000
+
+
+@dataclass
+class EvaluateConfig:
+    metrics_out: str = "metrics/evaluate.json"
+    plots_dir: str = "plots"
+    calibration_bins: int = 10
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "tabular-pipeline"
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read the composed params file (never Hydra directly: DVC issue #10186)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except FileNotFoundError as exc:
+        raise PipelineError(f"{path}: not found; run `make params` to compose it") from exc
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
+    """Validate ``params[name]`` against ``schema`` and return the typed object."""
+    if name not in params:
+        raise PipelineError(f"params.yaml: missing section '{name}'")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), params[name])
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise PipelineError(f"params.yaml: section '{name}': {exc}") from exc
+    assert isinstance(obj, schema)
+    return obj

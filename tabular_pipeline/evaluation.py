@@ -1,0 +1,98 @@
+"""Held-out evaluation: metrics, plot data and permutation importance."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sklearn.inspection import permutation_importance
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from tabular_pipeline import metrics as m
+from tabular_pipeline.config import EvaluateConfig
+from tabular_pipeline.modeling import predict_proba
+
+log = logging.getLogger(__name__)
+
+# Sub-paths of evaluate.plots_dir; dvc.yaml's top-level `plots:` points at these.
+CURVES = ("roc", "precision_recall", "calibration")
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    curves: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
+    importance: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def importance_sample(frame: pd.DataFrame, target: str, max_rows: int, seed: int) -> pd.DataFrame:
+    """Stratified subsample: permutation importance costs n_features x n_repeats predictions."""
+    if len(frame) <= max_rows:
+        return frame
+    counts = frame[target].value_counts()
+    stratify = frame[target] if counts.min() >= 2 else None
+    sample, _ = train_test_split(frame, train_size=max_rows, random_state=seed, stratify=stratify)
+    return sample
+
+
+def permutation_table(
+    pipeline: Pipeline, frame: pd.DataFrame, target: str, n_repeats: int, seed: int
+) -> pd.DataFrame:
+    """Importance of each raw input column (not one-hot pieces), by drop in log loss."""
+    X = frame.drop(columns=[target])  # noqa: N806
+    labels = sorted(str(c) for c in pipeline.classes_)
+    scorer = "neg_log_loss" if set(frame[target].astype(str)) == set(labels) else "accuracy"
+    result = permutation_importance(
+        pipeline, X, frame[target].astype(str), scoring=scorer, n_repeats=n_repeats,
+        random_state=seed, n_jobs=1,
+    )
+    table = pd.DataFrame(
+        {
+            "feature": X.columns,
+            "importance": result.importances_mean,
+            "std": result.importances_std,
+        }
+    ).round(m.DIGITS)
+    return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
+
+
+def evaluate(
+    pipeline: Pipeline,
+    test: pd.DataFrame,
+    target: str,
+    positive_label: str | None,
+    cfg: EvaluateConfig,
+    seed: int,
+) -> Evaluation:
+    proba, classes = predict_proba(pipeline, test, target)
+    y = test[target]
+    result = Evaluation(metrics=m.classification_metrics(y, proba, classes))
+    taken: set[str] = set()
+    for label in m.curve_classes(classes, positive_label):
+        name = m.slug(label, taken)
+        result.curves.setdefault("roc", {})[name] = m.roc_points(y, proba, classes, label)
+        result.curves.setdefault("precision_recall", {})[name] = m.pr_points(y, proba, classes, label)
+        result.curves.setdefault("calibration", {})[name] = m.calibration_points(
+            y, proba, classes, label, cfg.calibration_bins
+        )
+    result.confusion = m.confusion_rows(y, proba, classes)
+    sample = importance_sample(test, target, cfg.importance.max_rows, seed)
+    log.info("permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats)
+    result.importance = permutation_table(pipeline, sample, target, cfg.importance.n_repeats, seed)
+    return result
+
+
+def write_plots(result: Evaluation, plots_dir: Path) -> None:
+    for kind, by_class in result.curves.items():
+        for name, frame in by_class.items():
+            path = plots_dir / kind / f"{name}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(path, index=False)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    result.confusion.to_csv(plots_dir / "confusion.csv", index=False)
+    result.importance.to_csv(plots_dir / "importance.csv", index=False)

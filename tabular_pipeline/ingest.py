@@ -1,0 +1,132 @@
+"""Read a raw table and normalise names, labels and types.
+
+Ingest is deliberately lenient: a value that cannot be cast to its declared
+type is left as text and logged, so that ``validate`` (Great Expectations)
+reports every problem at once instead of ingest dying on the first one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tabular_pipeline.config import DataConfig
+from tabular_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = {"int", "float"}
+KNOWN_TYPES = NUMERIC_TYPES | {"category", "bool", "string"}
+
+
+def check_inside(path: Path, raw_dir: Path, key: str) -> None:
+    """DVC tracks ``data.raw_dir`` for ingest; a file outside it would go unnoticed."""
+    if not path.resolve().is_relative_to(raw_dir.resolve()):
+        raise PipelineError(
+            f"{key}: {path} is outside data.raw_dir ({raw_dir}); move it there or set "
+            "data.raw_dir to a folder that contains it, so `dvc repro` notices changes"
+        )
+
+
+def read_table(path: Path, read_kwargs: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Read CSV (optionally compressed) or Parquet; an empty file gives an empty frame."""
+    if not path.exists():
+        raise PipelineError(f"{path}: raw data file not found")
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return pd.read_parquet(path)
+    if not any(s in suffixes for s in (".csv", ".txt", ".data", ".test", ".tsv")):
+        raise PipelineError(f"{path}: unknown format (expected .csv[.gz] or .parquet)")
+    try:
+        return pd.read_csv(path, **(read_kwargs or {}))
+    except pd.errors.EmptyDataError:
+        log.warning("%s: file is empty", path)
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: cannot parse as CSV: {exc}") from exc
+
+
+def normalize_name(name: object) -> str:
+    """snake_case a column name so configs and overrides never need quoting."""
+    text = re.sub(r"[^0-9a-zA-Z]+", "_", str(name).strip()).strip("_").lower()
+    return text or "column"
+
+
+def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
+    """Cast to the declared kind, or leave the column untouched for validate to reject."""
+    if kind in NUMERIC_TYPES:
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = series.notna() & numeric.isna()
+        if bad.any():
+            examples = series[bad].astype(str).unique()[:3].tolist()
+            log.warning(
+                "column %r: %d value(s) are not numeric, e.g. %s; left as text",
+                column,
+                int(bad.sum()),
+                examples,
+            )
+            return series
+        if kind == "int":
+            whole = numeric.dropna()
+            if (whole != whole.round()).any():
+                log.warning("column %r: declared int but has fractions; left as float", column)
+                return numeric.astype("float64")
+            return numeric.astype("Int64" if numeric.isna().any() else "int64")
+        return numeric.astype("float64")
+    if kind == "category":
+        return series.astype("string").astype("category")
+    if kind == "string":
+        # object + NaN, not pandas' "string" dtype: pd.NA is not missing to sklearn.
+        return series.astype(object).where(series.notna(), other=float("nan"))
+    if kind == "bool":
+        lowered = series.astype("string").str.strip().str.lower()
+        mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        mapped = lowered.map(mapping)
+        if (lowered.notna() & mapped.isna()).any():
+            log.warning("column %r: values that are not booleans; left as text", column)
+            return series
+        return mapped.astype("float64") if mapped.isna().any() else mapped.astype(bool)
+    raise PipelineError(
+        f"data.types.{column}: unknown type {kind!r} (expected one of {sorted(KNOWN_TYPES)})"
+    )
+
+
+def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Rename, clean text, map labels, drop rows without a target and cast types."""
+    df = frame.rename(columns=dict(cfg.rename))
+    df.columns = [normalize_name(c) for c in df.columns]
+    if df.columns.duplicated().any():
+        dupes = sorted(set(df.columns[df.columns.duplicated()]))
+        raise PipelineError(f"column names collide after normalisation: {dupes}")
+    df = df.drop(columns=[c for c in cfg.drop if c in df.columns])
+
+    for column in df.columns[df.dtypes == object]:
+        df[column] = df[column].map(lambda v: v.strip() if isinstance(v, str) else v)
+
+    target = cfg.target
+    if target in df.columns:
+        if cfg.label_map:
+            df[target] = df[target].replace(dict(cfg.label_map))
+        missing = df[target].isna()
+        if missing.any():
+            log.warning("dropping %d row(s) with no value for target %r", int(missing.sum()), target)
+            df = df.loc[~missing].reset_index(drop=True)
+        # Labels are categories: keep them as text so '1' and 1 never diverge.
+        df[target] = df[target].astype(str)
+    else:
+        log.warning("target column %r is missing; validate will reject this table", target)
+
+    for column, kind in cfg.types.items():
+        if column not in df.columns:
+            log.warning("declared column %r is missing; validate will reject this table", column)
+            continue
+        df[column] = _cast(df[column], kind, column)
+
+    for column in df.columns:
+        if column != target and column not in cfg.types and df[column].dtype == object:
+            df[column] = df[column].astype("string").astype("category")
+    return df

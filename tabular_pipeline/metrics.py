@@ -1,0 +1,120 @@
+"""Classification metrics and plot data that work for any number of classes."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+
+DIGITS = 6
+
+
+def _round(value: float) -> float | None:
+    """Stable, JSON-safe floats: metrics files are diffed across git revisions."""
+    return None if value is None or math.isnan(value) else round(float(value), DIGITS)
+
+
+def curve_classes(classes: list[str], positive_label: str | None) -> list[str]:
+    """Binary: one curve for the positive class; multiclass: one-vs-rest per class."""
+    if len(classes) == 2:
+        if positive_label is None:
+            return [classes[1]]
+        if positive_label not in classes:
+            raise ValueError(f"positive_label {positive_label!r} is not one of {classes}")
+        return [positive_label]
+    return list(classes)
+
+
+def classification_metrics(
+    y_true: pd.Series, proba: np.ndarray, classes: list[str]
+) -> dict[str, Any]:
+    """Headline metrics plus per-class precision/recall from predicted probabilities."""
+    y = np.asarray(y_true).astype(str)
+    pred = np.asarray(classes)[proba.argmax(axis=1)]
+    present = set(y)
+    metrics: dict[str, Any] = {
+        "accuracy": _round(accuracy_score(y, pred)),
+        "error": _round(1.0 - accuracy_score(y, pred)),
+        "balanced_accuracy": _round(balanced_accuracy_score(y, pred)),
+        "f1_macro": _round(f1_score(y, pred, average="macro", labels=classes, zero_division=0)),
+        "log_loss": _round(log_loss(y, proba, labels=classes)),
+        "roc_auc": None,
+        "n_rows": len(y),
+    }
+    if len(present) >= 2 and present <= set(classes):
+        if len(classes) == 2:
+            auc = roc_auc_score(y == classes[1], proba[:, 1])
+        else:
+            auc = roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes)
+        metrics["roc_auc"] = _round(auc)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, labels=classes, zero_division=0
+    )
+    metrics["per_class"] = {
+        str(c): {
+            "precision": _round(p),
+            "recall": _round(r),
+            "f1": _round(f),
+            "support": int(s),
+        }
+        for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+    }
+    return metrics
+
+
+def slug(label: str, taken: set[str]) -> str:
+    """File-name-safe, unique name for a class label ('>50K' -> 'gt50K')."""
+    text = str(label)
+    for op, word in ((">=", "ge"), ("<=", "le"), (">", "gt"), ("<", "lt"), ("=", "eq")):
+        text = text.replace(op, word)
+    base = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_") or "class"
+    name, i = base, 1
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
+
+
+def roc_points(y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str) -> pd.DataFrame:
+    col = classes.index(label)
+    fpr, tpr, _ = roc_curve(np.asarray(y_true).astype(str) == label, proba[:, col])
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(DIGITS)
+
+
+def pr_points(y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str) -> pd.DataFrame:
+    col = classes.index(label)
+    precision, recall, _ = precision_recall_curve(
+        np.asarray(y_true).astype(str) == label, proba[:, col], drop_intermediate=True
+    )
+    return pd.DataFrame({"recall": recall, "precision": precision}).round(DIGITS)
+
+
+def calibration_points(
+    y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str, bins: int
+) -> pd.DataFrame:
+    col = classes.index(label)
+    prob_true, prob_pred = calibration_curve(
+        np.asarray(y_true).astype(str) == label, proba[:, col], n_bins=bins, strategy="quantile"
+    )
+    return pd.DataFrame({"predicted": prob_pred, "observed": prob_true}).round(DIGITS)
+
+
+def confusion_rows(y_true: pd.Series, proba: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per prediction, the shape DVC's confusion template expects."""
+    pred = np.asarray(classes)[proba.argmax(axis=1)]
+    return pd.DataFrame({"actual": np.asarray(y_true).astype(str), "predicted": pred})

@@ -1,0 +1,48 @@
+"""Build estimators from config and assemble the servable pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+
+from tabular_pipeline.errors import PipelineError
+
+
+def model_name(model_cfg: dict[str, Any]) -> str:
+    """Short name for tracking: the estimator class from ``_target_``."""
+    return str(model_cfg.get("_target_", "model")).rsplit(".", 1)[-1]
+
+
+def build_estimator(model_cfg: dict[str, Any]) -> BaseEstimator:
+    """Instantiate the configured estimator: adding a model is adding a YAML file."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if "_target_" not in model_cfg:
+        raise PipelineError("params.yaml: section 'model' needs a '_target_' (estimator class)")
+    try:
+        estimator = instantiate(model_cfg, _convert_="all")
+    except InstantiationException as exc:
+        raise PipelineError(f"model: cannot build {model_cfg['_target_']}: {exc}") from exc
+    if not hasattr(estimator, "predict_proba"):
+        raise PipelineError(f"model: {model_cfg['_target_']} has no predict_proba")
+    return estimator
+
+
+def fit_pipeline(
+    featurizer: ColumnTransformer, estimator: BaseEstimator, frame: pd.DataFrame, target: str
+) -> Pipeline:
+    """Fit only the estimator: the featurizer was fitted on train by its own stage."""
+    X = featurizer.transform(frame.drop(columns=[target]))  # noqa: N806
+    estimator.fit(X, frame[target].astype(str).to_numpy())
+    return Pipeline([("features", featurizer), ("model", estimator)])
+
+
+def predict_proba(pipeline: Pipeline, frame: pd.DataFrame, target: str) -> tuple[np.ndarray, list[str]]:
+    X = frame.drop(columns=[target], errors="ignore")  # noqa: N806
+    return pipeline.predict_proba(X), [str(c) for c in pipeline.classes_]

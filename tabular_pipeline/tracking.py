@@ -1,0 +1,198 @@
+"""MLflow tracking that always lands in the project's one store.
+
+Queued experiments run in temporary copies under ``.dvc/tmp/exps``; DVC points
+``DVC_ROOT`` at the parent repository for them, so the embedded SQLite store
+and artifact folder resolve to the real project, not the throw-away copy.
+Nothing here runs at import time: the tracking URI is set only by
+:func:`configure`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+MODEL_HASH_TAG = "model_sha256"
+
+
+def project_root() -> Path:
+    """The repository the user works in, even from a DVC experiment temp copy."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / STORE_FILE}"
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+@contextmanager
+def store_lock(root: Path, uri: str) -> Iterator[None]:
+    """Serialise access to the embedded SQLite store across parallel queued runs."""
+    if not is_local_store(uri):
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(str(root / f"{STORE_FILE}.lock"), timeout=600):
+        yield
+
+
+def configure(root: Path, experiment: str) -> str:
+    """Point MLflow at the store and return the experiment id (created on first use)."""
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    location = (root / ARTIFACT_DIR / experiment).as_uri() if is_local_store(uri) else None
+    return str(mlflow.create_experiment(experiment, artifact_location=location))
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_tags(cwd: Path) -> dict[str, str]:
+    """Provenance tags: the code commit and, when there is one, the DVC experiment."""
+    tags = {"pipeline": "tabular-pipeline"}
+    commit = git_commit(cwd)
+    if commit:
+        tags["git_commit"] = commit
+    for env, tag in (("DVC_EXP_NAME", "dvc_exp_name"), ("DVC_EXP_BASELINE_REV", "dvc_baseline")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_run_for_model(experiment_id: str, model_sha: str) -> str | None:
+    """The newest run that trained exactly this model file (so evaluate joins it)."""
+    import mlflow
+
+    runs: Any = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.{MODEL_HASH_TAG} = '{model_sha}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return str(runs[0].info.run_id) if runs else None
+
+
+def flatten(prefix: str, value: Any) -> dict[str, float]:
+    """Nested metric dicts to MLflow's flat names (``test.per_class.gt50K.recall``)."""
+    if isinstance(value, dict):
+        out: dict[str, float] = {}
+        for key, sub in value.items():
+            safe = "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in str(key))
+            out.update(flatten(f"{prefix}.{safe}" if prefix else safe, sub))
+        return out
+    if isinstance(value, bool) or value is None:
+        return {}
+    if isinstance(value, int | float):
+        return {prefix: float(value)}
+    return {}
+
+
+def pip_requirements() -> list[str]:
+    """Pinned runtime needs of the logged sklearn pipeline.
+
+    Explicit on purpose: without it MLflow infers requirements by loading the
+    model in a subprocess, which costs seconds on every log.
+    """
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "pandas", "numpy", "scipy")]
+
+
+def log_training_run(
+    experiment: str,
+    run_name: str,
+    pipeline: Any,
+    model_path: Path,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    input_example: Any,
+) -> str:
+    """Log params, metrics and the servable model; return the run id."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    root = project_root()
+    uri = tracking_uri(root)
+    signature = infer_signature(input_example, pipeline.predict(input_example))
+    with store_lock(root, uri):
+        experiment_id = configure(root, experiment)
+        tags = run_tags(Path.cwd()) | {MODEL_HASH_TAG: file_sha256(model_path)}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+            flat_params = flatten_params("", params)
+            mlflow.log_params(flat_params)
+            mlflow.log_metrics(flatten("", metrics))
+            mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+                serialization_format="cloudpickle",
+            )
+            log.info("MLflow run %s in %s (experiment %r)", run.info.run_id, uri, experiment)
+            return str(run.info.run_id)
+
+
+def log_evaluation(
+    experiment: str, model_path: Path, metrics: dict[str, Any], plots_dir: Path
+) -> None:
+    """Add test metrics and plot data to the run that trained this exact model file."""
+    import mlflow
+
+    root = project_root()
+    uri = tracking_uri(root)
+    sha = file_sha256(model_path)
+    with store_lock(root, uri):
+        experiment_id = configure(root, experiment)
+        run_id = find_run_for_model(experiment_id, sha)
+        if run_id is None:
+            log.warning("no MLflow run logged model %s; starting a new run", sha[:12])
+        tags = run_tags(Path.cwd()) | {MODEL_HASH_TAG: sha}
+        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, tags=tags) as run:
+            mlflow.log_metrics(flatten("test", metrics))
+            mlflow.log_artifacts(str(plots_dir), artifact_path="plots")
+            log.info("MLflow run %s: test metrics and plots logged", run.info.run_id)
+
+
+def flatten_params(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, sub in value.items():
+            out.update(flatten_params(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: str(value)}

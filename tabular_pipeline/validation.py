@@ -1,0 +1,211 @@
+"""Great Expectations (GX Core 1.x) suite built from the data config.
+
+The suite comes from ``data.types``, ``data.expect``, ``data.labels`` and the
+null-rate ceilings, never from the data itself, so validation can fail. Both
+ingested tables (train and, when given, test) are checked; each failed
+expectation becomes one readable line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tabular_pipeline.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+# GX type names per declared kind (ExpectColumnValuesToBeInTypeList). `category`
+# columns use ExpectColumnValuesToBeOfType instead: InTypeList never matches
+# pandas' CategoricalDtype in GX 1.x.
+TYPE_NAMES = {
+    "int": ["int", "int64", "Int64Dtype"],
+    "float": ["float", "float64"],
+    "bool": ["bool", "bool_", "float64"],
+    "string": ["str"],
+}
+CATEGORY_TYPE = "CategoricalDtypeType"
+VOLATILE_META = ("run_id", "validation_time", "validation_id", "checkpoint_id", "batch_markers")
+
+
+@dataclass
+class TableResult:
+    success: bool
+    failures: list[str] = field(default_factory=list)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def build_expectations(cfg: DataConfig, frame: pd.DataFrame, min_rows: int) -> list[Any]:
+    """Expectations for one table. ``frame`` only decides which checks can run at all."""
+    import great_expectations.expectations as gxe
+
+    out: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows)]
+    required = list(dict.fromkeys([cfg.target, *cfg.types, *cfg.expect]))
+    for column in required:
+        out.append(gxe.ExpectColumnToExist(column=column))
+    for column, kind in cfg.types.items():
+        if kind == "category":
+            out.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_=CATEGORY_TYPE))
+        elif kind in TYPE_NAMES:
+            out.append(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_NAMES[kind]))
+
+    if cfg.labels:
+        labels = [str(v) for v in cfg.labels]
+        out.append(gxe.ExpectColumnValuesToBeInSet(column=cfg.target, value_set=labels))
+    out.append(gxe.ExpectColumnValuesToNotBeNull(column=cfg.target))
+
+    for column, spec in cfg.expect.items():
+        numeric = column in frame.columns and pd.api.types.is_numeric_dtype(frame[column])
+        if (spec.min is not None or spec.max is not None) and (numeric or column not in frame):
+            # On a text column GX raises instead of reporting; the type check covers it.
+            out.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=column, min_value=spec.min, max_value=spec.max
+                )
+            )
+        if spec.categories is not None:
+            values = [str(v) for v in spec.categories]
+            out.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=values))
+
+    features = [c for c in dict.fromkeys([*required, *frame.columns]) if c != cfg.target]
+    for column in features:
+        spec_null = cfg.expect[column].max_null_frac if column in cfg.expect else None
+        ceiling = cfg.max_null_frac if spec_null is None else spec_null
+        if ceiling < 1.0:
+            out.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - ceiling))
+    return out
+
+
+def _context(docs_dir: Path | None) -> Any:
+    """In-memory GX context (no gx/ folder) with an optional local Data Docs site."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    sites = {}
+    if docs_dir is not None:
+        sites["local"] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir.resolve()),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites=sites,
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _observed(item: Any, frame: pd.DataFrame) -> str:
+    """The observed side of a failed expectation, as a person would want to read it."""
+    cfg, res, exc = item.expectation_config, item.result or {}, item.exception_info or {}
+    column = cfg.kwargs.get("column")
+    if cfg.type == "expect_column_to_exist" or (column and column not in frame.columns):
+        return "column is missing"
+    if cfg.type in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type"):
+        series = frame[column]
+        text = f"dtype {series.dtype}"
+        sample = res.get("partial_unexpected_list")
+        if series.dtype == object:
+            bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()]
+            if len(bad):
+                sample = bad.astype(str).unique()[:3].tolist()
+        return f"{text}, e.g. {sample}" if sample else text
+    errors = [exc] if "raised_exception" in exc else list(exc.values())
+    messages = [e.get("exception_message") for e in errors if isinstance(e, dict) and e.get("raised_exception")]
+    if messages:
+        return f"error: {messages[0]}"
+    if "observed_value" in res:
+        return f"observed {res['observed_value']!r}"
+    if "unexpected_percent" in res:
+        return (
+            f"{res.get('unexpected_count')} of {res.get('element_count')} rows "
+            f"({res['unexpected_percent']:.2f} %) fail, e.g. {res.get('partial_unexpected_list')}"
+        )
+    return f"result {res}"
+
+
+def describe_failure(table: str, item: Any, frame: pd.DataFrame) -> str:
+    cfg = item.expectation_config
+    rule = {k: v for k, v in cfg.kwargs.items() if k not in ("column", "batch_id")}
+    rule_text = ", ".join(f"{k}={v}" for k, v in rule.items())
+    column = cfg.kwargs.get("column", "<table>")
+    return f"{table}: column {column!r}: {cfg.type}({rule_text}): {_observed(item, frame)}"
+
+
+def _stable(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop run ids, times, uuids and tracebacks so identical data gives an identical file."""
+    data = json.loads(json.dumps(result, default=str))
+    for key in VOLATILE_META:
+        data.get("meta", {}).pop(key, None)
+    for item in data.get("results", []):
+        item.get("expectation_config", {}).pop("id", None)
+        info = item.get("exception_info") or {}
+        for sub in [info, *[v for v in info.values() if isinstance(v, dict)]]:
+            sub.pop("exception_traceback", None)
+    return data
+
+
+def validate_tables(
+    cfg: DataConfig, tables: dict[str, pd.DataFrame], min_rows: int, docs_dir: Path | None
+) -> dict[str, TableResult]:
+    """Validate each table with a suite built for it; build Data Docs for all of them."""
+    import great_expectations as gx
+
+    context = _context(docs_dir)
+    source = context.data_sources.add_pandas("ingested")
+    results: dict[str, TableResult] = {}
+    for name, frame in tables.items():
+        suite = context.suites.add(
+            gx.ExpectationSuite(
+                name=f"{cfg.name}_{name}", expectations=build_expectations(cfg, frame, min_rows)
+            )
+        )
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{cfg.name}_{name}", data=batch, suite=suite)
+        )
+        outcome = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+        )
+        failures = [describe_failure(name, r, frame) for r in outcome.results if not r.success]
+        results[name] = TableResult(
+            success=bool(outcome.success),
+            failures=failures,
+            statistics=dict(outcome.statistics),
+            result=_stable(outcome.to_json_dict()),
+        )
+    if docs_dir is not None:
+        context.build_data_docs(site_names=["local"])
+    return results
+
+
+def summary(results: dict[str, TableResult]) -> dict[str, Any]:
+    return {
+        "success": all(r.success for r in results.values()),
+        "tables": {
+            name: {
+                "success": r.success,
+                "statistics": r.statistics,
+                "failures": r.failures,
+                "result": r.result,
+            }
+            for name, r in results.items()
+        },
+    }
