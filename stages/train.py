@@ -14,7 +14,13 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.metrics import classification_metrics
-from tabular_pipeline.modeling import build_estimator, fit_pipeline, model_name, predict_proba
+from tabular_pipeline.modeling import (
+    build_estimator,
+    fit_pipeline,
+    model_name,
+    predict_proba,
+    signature_example,
+)
 
 log = logging.getLogger("train")
 
@@ -43,7 +49,7 @@ def main() -> None:
     stage.save_object(pipeline, model_path)
     stage.write_json(Path(cfg.metrics_out), metrics)
 
-    example = frames["valid"].drop(columns=[data.target]).head(5)
+    example = signature_example(frames["valid"].drop(columns=[data.target]))
     tracking.log_training_run(
         experiment=track.experiment,
         run_name=f"{data.name}-{model_name(model_cfg)}",

@@ -46,3 +46,15 @@ def fit_pipeline(
 def predict_proba(pipeline: Pipeline, frame: pd.DataFrame, target: str) -> tuple[np.ndarray, list[str]]:
     X = frame.drop(columns=[target], errors="ignore")  # noqa: N806
     return pipeline.predict_proba(X), [str(c) for c in pipeline.classes_]
+
+
+def signature_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """Input example for the MLflow signature, typed as a JSON request arrives.
+
+    Integers become floats (an integer column cannot hold a null, yet the
+    pipeline imputes nulls) and categories become plain strings.
+    """
+    example = features.head(rows)
+    ints = example.select_dtypes(include=["integer"]).columns
+    cats = example.select_dtypes(include=["category"]).columns
+    return example.astype(dict.fromkeys(ints, "float64") | dict.fromkeys(cats, object))

@@ -27,6 +27,8 @@ def run(main: Callable[[], None]) -> None:
     )
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Warns on every cloudpickle save; see tracking.log_training_run for why we use it.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     try:
         main()
     except PipelineError as exc:

@@ -162,6 +162,8 @@ def log_training_run(
                 signature=signature,
                 input_example=input_example,
                 pip_requirements=pip_requirements(),
+                # skops refuses HistGradientBoosting's TreePredictor; this
+                # artifact is produced right here, so pickle's risk is ours.
                 serialization_format="cloudpickle",
             )
             log.info("MLflow run %s in %s (experiment %r)", run.info.run_id, uri, experiment)

@@ -1,0 +1,136 @@
+"""Shared fixtures: tiny frames for unit tests, a sampled project copy for e2e tests."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabular_pipeline.config import DataConfig, load_params, parse_section
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ADULT = ROOT / "data" / "raw" / "adult"
+
+
+@pytest.fixture(scope="session")
+def adult_cfg() -> DataConfig:
+    return parse_section(load_params(ROOT / "params.yaml"), "data", DataConfig)
+
+
+@pytest.fixture
+def toy_frame() -> pd.DataFrame:
+    """A small, clean, typed frame with three classes and some missing values."""
+    rng = np.random.default_rng(0)
+    n = 120
+    frame = pd.DataFrame(
+        {
+            "num": rng.normal(size=n),
+            "count": rng.integers(0, 10, size=n),
+            "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
+            "label": np.array(["a", "b", "c"])[np.arange(n) % 3],
+        }
+    )
+    frame.loc[::10, "num"] = np.nan
+    return frame
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a CLI in the project copy with the test environment's tools first on PATH."""
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def tracked_files() -> list[str]:
+    """Files a clean clone would have: tracked plus untracked-but-not-ignored."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    return [line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
+
+
+def sample_adult(dest: Path, train_rows: int, test_rows: int, seed: int = 0) -> None:
+    """Write stratified-ish random samples of the shipped Adult files, same format."""
+    for name, rows in (("adult.data.csv.gz", train_rows), ("adult.test.csv.gz", test_rows)):
+        with gzip.open(ADULT / name, "rt") as fh:
+            header, *lines = fh.read().splitlines()
+        rng = np.random.default_rng(seed)
+        picked = sorted(rng.choice(len(lines), size=rows, replace=False))
+        with gzip.open(dest / name, "wt") as fh:
+            fh.write("\n".join([header, *(lines[i] for i in picked)]) + "\n")
+
+
+def make_project(tmp: Path, train_rows: int = 1500, test_rows: int = 800) -> Path:
+    """A git repo holding the project's files with a small sample of Adult."""
+    project = tmp / "project"
+    for rel in tracked_files():
+        if rel.startswith(("data/raw/adult/adult.", "dvc.lock")) or rel.startswith(("metrics/", "plots/", "reports/")):
+            continue
+        target = project / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    (project / "data/raw/adult").mkdir(parents=True, exist_ok=True)
+    sample_adult(project / "data/raw/adult", train_rows, test_rows)
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "sampled project")
+    return project
+
+
+def git(cwd: Path, *args: str) -> str:
+    cmd = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def ran_stages(output: str) -> list[str]:
+    """Stage names DVC reports as run, in order."""
+    return [
+        line.split("'")[1]
+        for line in output.splitlines()
+        if line.startswith("Running stage '")
+    ]
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sampled project on which `dvc repro` has run once and which is committed."""
+    project = make_project(tmp_path_factory.mktemp("built"))
+    run(["dvc", "repro"], project)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "repro")
+    return project
+
+
+@pytest.fixture
+def project(built_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the built project (outputs, cache and git history included)."""
+    copy = tmp_path / "project"
+    shutil.copytree(built_project, copy, symlinks=True)
+    # The MLflow store records absolute artifact paths: start each copy afresh.
+    (copy / "mlflow.db").unlink(missing_ok=True)
+    shutil.rmtree(copy / "mlartifacts", ignore_errors=True)
+    return copy
+
+
+@pytest.fixture
+def dvc(project: Path) -> Callable[..., subprocess.CompletedProcess]:
+    def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run(["dvc", *args], project, check=check)
+
+    return _dvc

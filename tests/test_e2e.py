@@ -1,0 +1,241 @@
+"""End to end: the real `dvc` CLI on a temporary git copy with sampled Adult data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import git, make_project, ran_stages, run
+
+pytestmark = pytest.mark.slow
+
+ALL_STAGES = ["compose", "ingest", "validate", "split", "featurize", "train", "evaluate"]
+
+
+def lock_outs(project: Path) -> dict[str, str]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out["md5"]
+        for stage, spec in lock["stages"].items()
+        for out in spec.get("outs", [])
+    }
+
+
+def mlflow_runs(project: Path) -> list[dict[str, str]]:
+    with sqlite3.connect(project / "mlflow.db") as db:
+        rows = db.execute("select run_uuid, name from runs").fetchall()
+        tags = db.execute("select run_uuid, key, value from tags").fetchall()
+    runs = {uuid: {"name": name} for uuid, name in rows}
+    for uuid, key, value in tags:
+        runs[uuid][key] = value
+    return list(runs.values())
+
+
+def test_full_repro_builds_everything(built_project: Path) -> None:
+    for path in ("data/ingested/train.parquet", "data/split/test.parquet", "models/model.joblib",
+                 "metrics/evaluate.json", "plots/roc/gt50K.csv", "plots/confusion.csv",
+                 "reports/validate/data_docs/index.html"):
+        assert (built_project / path).exists(), path
+    metrics = json.loads((built_project / "metrics/evaluate.json").read_text())
+    assert metrics["n_rows"] == 800
+    assert 0.7 < metrics["accuracy"] <= 1.0
+    assert set(metrics["per_class"]) == {"<=50K", ">50K"}
+    status = run(["dvc", "status"], built_project)
+    assert "up to date" in status.stdout
+
+
+def test_noop_repro_runs_nothing_and_is_fast(dvc) -> None:
+    start = time.perf_counter()
+    out = dvc("repro")
+    elapsed = time.perf_counter() - start
+    assert ran_stages(out.stdout) == []
+    assert "Data and pipelines are up to date." in out.stdout
+    assert elapsed < 10, f"no-op repro took {elapsed:.1f}s"
+
+
+def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
+    cfg = project / "conf/config.yaml"
+    cfg.write_text(cfg.read_text().replace("calibration_bins: 10", "calibration_bins: 5"))
+    out = dvc("repro")
+    assert ran_stages(out.stdout) == ["compose", "evaluate"]
+    assert yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["calibration_bins"] == 5
+    assert len((project / "plots/calibration/gt50K.csv").read_text().splitlines()) <= 6
+
+    model = project / "conf/model/hgb.yaml"
+    model.write_text(model.read_text().replace("max_leaf_nodes: 31", "max_leaf_nodes: 7"))
+    out = dvc("repro")
+    assert ran_stages(out.stdout) == ["compose", "train", "evaluate"]
+    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["max_leaf_nodes"] == 7
+
+    split = project / "conf/config.yaml"
+    split.write_text(split.read_text().replace("valid_size: 0.2", "valid_size: 0.25"))
+    out = dvc("repro")
+    assert ran_stages(out.stdout) == ["compose", "split", "featurize", "train", "evaluate"]
+    assert "up to date" in dvc("status").stdout
+
+
+def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
+    out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.3")
+    assert ran_stages(out.stdout) == ["train", "evaluate"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["model"]["_target_"] == "sklearn.linear_model.LogisticRegression"
+    assert params["model"]["C"] == 0.3
+    runs = mlflow_runs(project)
+    assert [r["name"] for r in runs] == ["adult-LogisticRegression"]
+    assert runs[0]["dvc_exp_name"] and runs[0]["git_commit"]
+    # The conf edit + override together: compose runs but must keep the override.
+    cfg = project / "conf/config.yaml"
+    cfg.write_text(cfg.read_text().replace("n_repeats: 5", "n_repeats: 2"))
+    out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.7")
+    assert ran_stages(out.stdout) == ["compose", "train", "evaluate"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["model"]["C"] == 0.7
+    assert params["evaluate"]["importance"]["n_repeats"] == 2
+
+
+def test_queued_sweep_runs_both_and_tracks_in_project_store(project: Path, dvc) -> None:
+    dvc("exp", "run", "--queue", "-S", "model=logreg,random_forest")
+    dvc("queue", "start", "-j", "2")
+    deadline = time.time() + 480
+    while time.time() < deadline:
+        status = dvc("queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = json.loads(dvc("exp", "show", "--json").stdout)
+    exps = [
+        exp["data"]
+        for rev in shown
+        for group in (rev.get("experiments") or [])
+        for exp in group["revs"]
+    ]
+    targets = sorted(e["params"]["params.yaml"]["data"]["model"]["_target_"] for e in exps)
+    assert targets == [
+        "sklearn.ensemble.RandomForestClassifier",
+        "sklearn.linear_model.LogisticRegression",
+    ]
+    for exp in exps:
+        assert exp["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] > 0.7
+    runs = mlflow_runs(project)
+    assert sorted(r["name"] for r in runs) == ["adult-LogisticRegression", "adult-RandomForestClassifier"]
+    assert all(r.get("dvc_exp_name") for r in runs)
+    assert not list((project / ".dvc/tmp").rglob("mlflow.db"))
+    assert list((project / "mlartifacts").rglob("MLmodel"))
+
+
+def test_report_compares_against_base(project: Path, dvc) -> None:
+    cfg = project / "conf/model/hgb.yaml"
+    cfg.write_text(cfg.read_text().replace("learning_rate: 0.05", "learning_rate: 0.2"))
+    dvc("repro")
+    run(["python", "-m", "tabular_pipeline.report", "--base", "main", "--out", "reports/pr"], project)
+    report = (project / "reports/pr/report.md").read_text()
+    assert re.search(r"model\.learning_rate\s*\|\s*0\.05\s*\|\s*0\.2", report)
+    assert "| Change" in report and "accuracy" in report
+    html = (project / "reports/pr/plots/index.html").read_text()
+    assert "main" in html and "workspace" in html
+
+
+def test_two_clean_builds_give_identical_outputs(built_project: Path, tmp_path: Path) -> None:
+    other = make_project(tmp_path)
+    run(["dvc", "repro"], other, timeout=900)
+    ours, theirs = lock_outs(built_project), lock_outs(other)
+    # GX Data Docs embed the validation time: a report, not data/model/metrics.
+    volatile = {k for k in ours if "data_docs" in k}
+    assert {k: v for k, v in ours.items() if k not in volatile} == {
+        k: v for k, v in theirs.items() if k not in volatile
+    }
+    assert len(ours) - len(volatile) >= 8
+
+
+def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 600
+    species = rng.choice(["adelie", "gentoo", "chinstrap"], size=n)
+    base = {"adelie": 38.0, "gentoo": 47.0, "chinstrap": 49.0}
+    frame = pd.DataFrame(
+        {
+            "Bill Length": [base[s] + rng.normal(scale=2.0) for s in species],
+            "Island": rng.choice(["Biscoe", "Dream", "Torgersen"], size=n),
+            "Mass": rng.normal(4200, 500, size=n).round(),
+            "Species": species,
+        }
+    )
+    frame.loc[::17, "Bill Length"] = np.nan
+    frame.loc[::23, "Island"] = np.nan
+    (project / "data/raw/penguins").mkdir(parents=True)
+    frame.to_csv(project / "data/raw/penguins/penguins.csv", index=False)
+    (project / "conf/data/penguins.yaml").write_text(
+        "defaults:\n  - /base/data@_here_\n  - _self_\n\n"
+        "name: penguins\nsource:\n  train: data/raw/penguins/penguins.csv\ntarget: species\n"
+        "labels: [adelie, gentoo, chinstrap]\n"
+    )
+    cfg = project / "conf/config.yaml"
+    cfg.write_text(cfg.read_text().replace("- data: adult", "- data: penguins"))
+    out = dvc("repro")
+    assert ran_stages(out.stdout) == ALL_STAGES
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert set(metrics["per_class"]) == {"adelie", "gentoo", "chinstrap"}
+    assert metrics["n_rows"] == 120  # split.test_size of 600 rows
+    assert sorted(p.stem for p in (project / "plots/roc").iterdir()) == ["adelie", "chinstrap", "gentoo"]
+    assert not (project / "plots/roc/gt50K.csv").exists()
+
+
+BAD_INPUTS = {
+    "missing_column": (
+        lambda df: df.drop(columns=["age"]),
+        "column 'age': expect_column_to_exist",
+    ),
+    "wrong_type": (
+        lambda df: df.assign(hours_per_week=df["hours-per-week"] + 0.5).drop(
+            columns=["hours-per-week"]
+        ),
+        "column 'hours_per_week': expect_column_values_to_be_in_type_list",
+    ),
+    "unknown_target_label": (
+        lambda df: df.assign(Y=df["Y"].where(df.index % 50 != 0, "maybe")),
+        "column 'income': expect_column_values_to_be_in_set",
+    ),
+    "non_numeric_value": (
+        lambda df: df.assign(age=df["age"].astype(str).where(df.index != 3, "forty")),
+        "column 'age': expect_column_values_to_be_in_type_list",
+    ),
+    "empty_file": (None, "expect_table_row_count_to_be_between"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_stops_at_validate(project: Path, dvc, case: str) -> None:
+    import pandas as pd
+
+    mutate, expected = BAD_INPUTS[case]
+    raw = project / "data/raw/adult/adult.data.csv.gz"
+    if mutate is None:
+        with gzip.open(raw, "wb"):
+            pass
+    else:
+        df = pd.read_csv(raw, sep=",", skipinitialspace=True)
+        mutate(df).to_csv(raw, index=False)
+    model_before = (project / "models/model.joblib").read_bytes()
+    out = dvc("repro", check=False)
+    assert out.returncode != 0
+    assert ran_stages(out.stdout) == ["ingest", "validate"]
+    log = out.stdout + out.stderr
+    assert "validation failed" in log
+    assert expected in log, log[-3000:]
+    assert "train:" in log  # the failing table is named
+    # Nothing downstream ran and the last good artifacts are still restorable.
+    assert (project / "models/model.joblib").read_bytes() == model_before
+    git(project, "reset", "-q", "--hard")
+    dvc("checkout", "--force")  # drops the failed run's unsaved Data Docs
+    assert "up to date" in dvc("status").stdout

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tabular_pipeline import tracking
+from tabular_pipeline.config import EvaluateConfig, FeaturizeConfig, ImportanceConfig
+from tabular_pipeline.evaluation import evaluate, write_plots
+from tabular_pipeline.features import build_featurizer, feature_columns
+from tabular_pipeline.modeling import build_estimator, fit_pipeline, signature_example
+
+
+@pytest.fixture
+def fitted(toy_frame: pd.DataFrame):
+    numeric, categorical = feature_columns(toy_frame, "label")
+    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig()).fit(
+        toy_frame.drop(columns=["label"])
+    )
+    estimator = build_estimator(
+        {"_target_": "sklearn.linear_model.LogisticRegression", "max_iter": 500}
+    )
+    return fit_pipeline(featurizer, estimator, toy_frame, "label")
+
+
+def test_pipeline_predicts_raw_frames(fitted, toy_frame: pd.DataFrame) -> None:
+    proba = fitted.predict_proba(toy_frame.drop(columns=["label"]))
+    assert proba.shape == (len(toy_frame), 3)
+    assert list(fitted.classes_) == ["a", "b", "c"]
+
+
+def test_signature_example_turns_ints_into_floats(toy_frame: pd.DataFrame) -> None:
+    example = signature_example(toy_frame.drop(columns=["label"]), rows=3)
+    assert len(example) == 3
+    assert example["count"].dtype == "float64"
+    assert example["colour"].dtype == object
+
+
+def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_path: Path) -> None:
+    cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=2, max_rows=60))
+    result = evaluate(fitted, toy_frame, "label", None, cfg, seed=0)
+    write_plots(result, tmp_path)
+    for kind in ("roc", "precision_recall", "calibration"):
+        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["a.csv", "b.csv", "c.csv"]
+    importance = pd.read_csv(tmp_path / "importance.csv")
+    assert set(importance["feature"]) == {"num", "count", "colour"}
+    assert importance["importance"].is_monotonic_decreasing
+
+
+def test_project_root_follows_dvc_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.project_root() == tmp_path.resolve()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    assert tracking.tracking_uri(tmp_path) == "http://mlflow.internal:5000"
+    assert not tracking.is_local_store("http://mlflow.internal:5000")
+
+
+def test_flatten_metrics_and_params() -> None:
+    flat = tracking.flatten("test", {"accuracy": 0.9, "roc_auc": None, "per_class": {">50K": {"recall": 0.5}}})
+    assert flat == {"test.accuracy": 0.9, "test.per_class._50K.recall": 0.5}
+    assert tracking.flatten_params("", {"model": {"C": 1.0}, "seed": 3}) == {"model.C": "1.0", "seed": "3"}
+
+
+def test_run_tags_carry_dvc_experiment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
+    tags = tracking.run_tags(tmp_path)
+    assert tags["dvc_exp_name"] == "lucky-lark"
+    assert "git_commit" not in tags  # tmp_path is no git repo
+
+
+def test_training_and_evaluation_land_in_one_run(
+    fitted, toy_frame: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joblib
+    import mlflow
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(fitted, model_path)
+    features = toy_frame.drop(columns=["label"])
+    run_id = tracking.log_training_run(
+        "unit", "toy", fitted, model_path, {"seed": 1}, {"valid": {"accuracy": 0.5}},
+        signature_example(features),
+    )
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "x.csv").write_text("a\n1\n")
+    tracking.log_evaluation("unit", model_path, {"accuracy": 0.75}, tmp_path / "plots")
+    run = mlflow.get_run(run_id)
+    assert run.data.metrics["test.accuracy"] == 0.75
+    assert run.data.metrics["valid.accuracy"] == 0.5
+    assert run.data.tags[tracking.MODEL_HASH_TAG] == tracking.file_sha256(model_path)
+    assert (tmp_path / "mlflow.db").exists()
+    assert list((tmp_path / "mlartifacts").rglob("MLmodel"))
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert len(loaded.predict(signature_example(features, rows=4))) == 4

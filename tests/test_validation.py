@@ -1,0 +1,90 @@
+"""The GX suite: good data passes, each kind of bad data fails with a precise line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tabular_pipeline.config import ColumnExpect, DataConfig
+from tabular_pipeline.ingest import normalize
+from tabular_pipeline.validation import summary, validate_tables
+
+RAW = pd.DataFrame(
+    {
+        "age": ["25", "38", "52", "41"] * 5,
+        "city": ["Rome", "Paris", "Rome", None] * 5,
+        "y": ["no", "yes", "no", "yes"] * 5,
+    }
+)
+
+
+@pytest.fixture
+def cfg() -> DataConfig:
+    return DataConfig(
+        name="toy",
+        raw_dir="data/raw/toy",
+        target="y",
+        types={"age": "int", "city": "category"},
+        labels=["no", "yes"],
+        max_null_frac=0.0,
+        expect={
+            "age": ColumnExpect(min=18, max=99),
+            "city": ColumnExpect(categories=["Rome", "Paris"], max_null_frac=0.3),
+        },
+    )
+
+
+def check(cfg: DataConfig, raw: pd.DataFrame, docs: Path | None = None) -> list[str]:
+    results = validate_tables(cfg, {"train": normalize(raw, cfg)}, min_rows=1, docs_dir=docs)
+    return results["train"].failures
+
+
+def test_good_table_passes_and_builds_docs(cfg: DataConfig, tmp_path: Path) -> None:
+    results = validate_tables(cfg, {"train": normalize(RAW, cfg)}, 1, tmp_path / "docs")
+    assert results["train"].success and results["train"].failures == []
+    assert (tmp_path / "docs" / "index.html").exists()
+    report = summary(results)
+    assert report["success"] is True
+    assert report["tables"]["train"]["statistics"]["unsuccessful_expectations"] == 0
+
+
+def test_result_is_deterministic(cfg: DataConfig) -> None:
+    a = summary(validate_tables(cfg, {"train": normalize(RAW, cfg)}, 1, None))
+    b = summary(validate_tables(cfg, {"train": normalize(RAW, cfg)}, 1, None))
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda df: df.drop(columns=["age"]), "train: column 'age': expect_column_to_exist(): column is missing"),
+        (
+            lambda df: df.assign(age=df["age"].where(df.index != 2, "forty")),
+            "train: column 'age': expect_column_values_to_be_in_type_list(type_list=['int', 'int64', "
+            "'Int64Dtype']): dtype object, e.g. ['forty']",
+        ),
+        (
+            lambda df: df.assign(age=df["age"].astype(float) + 0.5),
+            "column 'age': expect_column_values_to_be_in_type_list",
+        ),
+        (lambda df: df.assign(y=df["y"].where(df.index != 0, "maybe")), "column 'y': expect_column_values_to_be_in_set"),
+        (lambda df: df.assign(age="150"), "column 'age': expect_column_values_to_be_between(min_value=18"),
+        (lambda df: df.assign(city="Oslo"), "fail, e.g. ['Oslo'"),
+        (lambda df: df.assign(city=None), "column 'city': expect_column_values_to_not_be_null(mostly=0.7"),
+        (lambda df: df.iloc[:0], "column '<table>': expect_table_row_count_to_be_between(min_value=1"),
+    ],
+    ids=["missing_column", "non_numeric", "wrong_type", "unknown_label", "out_of_range",
+         "unknown_category", "too_many_nulls", "empty"],
+)
+def test_bad_table_fails_with_one_precise_line(cfg: DataConfig, mutate, expected: str) -> None:
+    failures = check(cfg, mutate(RAW.copy()))
+    assert failures, "validation should fail"
+    assert any(expected in line for line in failures), failures
+
+
+def test_empty_file_with_no_columns_reports_missing_columns(cfg: DataConfig) -> None:
+    failures = check(cfg, pd.DataFrame())
+    assert any("expect_table_row_count_to_be_between" in f for f in failures)
+    assert any("column 'y': expect_column_to_exist" in f for f in failures)
