@@ -29,9 +29,19 @@ def main() -> None:
     stage.save_object(featurizer, Path(cfg.out))
     stage.write_json(
         Path(cfg.features_out),
-        {"numeric": numeric, "categorical": categorical, "n_features_out": len(names), "features_out": names},
+        {
+            "numeric": numeric,
+            "categorical": categorical,
+            "n_features_out": len(names),
+            "features_out": names,
+        },
     )
-    log.info("%d numeric + %d categorical columns -> %d features", len(numeric), len(categorical), len(names))
+    log.info(
+        "%d numeric + %d categorical columns -> %d features",
+        len(numeric),
+        len(categorical),
+        len(names),
+    )
 
 
 if __name__ == "__main__":

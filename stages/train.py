@@ -34,16 +34,25 @@ def main() -> None:
     track = parse_section(params, "tracking", TrackingConfig)
     model_cfg = dict(params["model"])
 
-    frames = {name: stage.read_parquet(split_dir / f"{name}.parquet") for name in ("train", "valid")}
+    frames = {
+        name: stage.read_parquet(split_dir / f"{name}.parquet") for name in ("train", "valid")
+    }
     estimator = build_estimator(model_cfg)
     log.info("fitting %s on %d rows", model_name(model_cfg), len(frames["train"]))
-    pipeline = fit_pipeline(stage.load_object(featurizer_path), estimator, frames["train"], data.target)
+    pipeline = fit_pipeline(
+        stage.load_object(featurizer_path), estimator, frames["train"], data.target
+    )
 
     metrics = {}
     for name, frame in frames.items():
         proba, classes = predict_proba(pipeline, frame, data.target)
         metrics[name] = classification_metrics(frame[data.target], proba, classes)
-        log.info("%s: accuracy %.4f, log loss %.4f", name, metrics[name]["accuracy"], metrics[name]["log_loss"])
+        log.info(
+            "%s: accuracy %.4f, log loss %.4f",
+            name,
+            metrics[name]["accuracy"],
+            metrics[name]["log_loss"],
+        )
 
     model_path = Path(cfg.model_out)
     stage.save_object(pipeline, model_path)

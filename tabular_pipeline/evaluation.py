@@ -44,12 +44,17 @@ def permutation_table(
     pipeline: Pipeline, frame: pd.DataFrame, target: str, n_repeats: int, seed: int
 ) -> pd.DataFrame:
     """Importance of each raw input column (not one-hot pieces), by drop in log loss."""
-    X = frame.drop(columns=[target])  # noqa: N806
+    X = frame.drop(columns=[target])
     labels = sorted(str(c) for c in pipeline.classes_)
     scorer = "neg_log_loss" if set(frame[target].astype(str)) == set(labels) else "accuracy"
     result = permutation_importance(
-        pipeline, X, frame[target].astype(str), scoring=scorer, n_repeats=n_repeats,
-        random_state=seed, n_jobs=1,
+        pipeline,
+        X,
+        frame[target].astype(str),
+        scoring=scorer,
+        n_repeats=n_repeats,
+        random_state=seed,
+        n_jobs=1,
     )
     table = pd.DataFrame(
         {
@@ -58,7 +63,9 @@ def permutation_table(
             "std": result.importances_std,
         }
     ).round(m.DIGITS)
-    return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
+    return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(
+        drop=True
+    )
 
 
 def evaluate(
@@ -76,13 +83,17 @@ def evaluate(
     for label in m.curve_classes(classes, positive_label):
         name = m.slug(label, taken)
         result.curves.setdefault("roc", {})[name] = m.roc_points(y, proba, classes, label)
-        result.curves.setdefault("precision_recall", {})[name] = m.pr_points(y, proba, classes, label)
+        result.curves.setdefault("precision_recall", {})[name] = m.pr_points(
+            y, proba, classes, label
+        )
         result.curves.setdefault("calibration", {})[name] = m.calibration_points(
             y, proba, classes, label, cfg.calibration_bins
         )
     result.confusion = m.confusion_rows(y, proba, classes)
     sample = importance_sample(test, target, cfg.importance.max_rows, seed)
-    log.info("permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats)
+    log.info(
+        "permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats
+    )
     result.importance = permutation_table(pipeline, sample, target, cfg.importance.n_repeats, seed)
     return result
 

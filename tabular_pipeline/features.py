@@ -53,4 +53,3 @@ def build_featurizer(
     if categorical:
         transformers.append(("cat", Pipeline(cat_steps), categorical))
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
-

@@ -104,7 +104,7 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         raise PipelineError(f"column names collide after normalisation: {dupes}")
     df = df.drop(columns=[c for c in cfg.drop if c in df.columns])
 
-    for column in df.columns[df.dtypes == object]:
+    for column in df.select_dtypes(include=["object"]).columns:
         df[column] = df[column].map(lambda v: v.strip() if isinstance(v, str) else v)
 
     target = cfg.target
@@ -113,7 +113,9 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
             df[target] = df[target].replace(dict(cfg.label_map))
         missing = df[target].isna()
         if missing.any():
-            log.warning("dropping %d row(s) with no value for target %r", int(missing.sum()), target)
+            log.warning(
+                "dropping %d row(s) with no value for target %r", int(missing.sum()), target
+            )
             df = df.loc[~missing].reset_index(drop=True)
         # Labels are categories: keep them as text so '1' and 1 never diverge.
         df[target] = df[target].astype(str)

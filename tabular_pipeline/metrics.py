@@ -90,7 +90,9 @@ def slug(label: str, taken: set[str]) -> str:
     return name
 
 
-def roc_points(y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str) -> pd.DataFrame:
+def roc_points(
+    y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str
+) -> pd.DataFrame:
     col = classes.index(label)
     fpr, tpr, _ = roc_curve(np.asarray(y_true).astype(str) == label, proba[:, col])
     return pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(DIGITS)

@@ -38,13 +38,15 @@ def fit_pipeline(
     featurizer: ColumnTransformer, estimator: BaseEstimator, frame: pd.DataFrame, target: str
 ) -> Pipeline:
     """Fit only the estimator: the featurizer was fitted on train by its own stage."""
-    X = featurizer.transform(frame.drop(columns=[target]))  # noqa: N806
+    X = featurizer.transform(frame.drop(columns=[target]))
     estimator.fit(X, frame[target].astype(str).to_numpy())
     return Pipeline([("features", featurizer), ("model", estimator)])
 
 
-def predict_proba(pipeline: Pipeline, frame: pd.DataFrame, target: str) -> tuple[np.ndarray, list[str]]:
-    X = frame.drop(columns=[target], errors="ignore")  # noqa: N806
+def predict_proba(
+    pipeline: Pipeline, frame: pd.DataFrame, target: str
+) -> tuple[np.ndarray, list[str]]:
+    X = frame.drop(columns=[target], errors="ignore")
     return pipeline.predict_proba(X), [str(c) for c in pipeline.classes_]
 
 

@@ -53,7 +53,9 @@ def build_expectations(cfg: DataConfig, frame: pd.DataFrame, min_rows: int) -> l
         if kind == "category":
             out.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_=CATEGORY_TYPE))
         elif kind in TYPE_NAMES:
-            out.append(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_NAMES[kind]))
+            out.append(
+                gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_NAMES[kind])
+            )
 
     if cfg.labels:
         labels = [str(v) for v in cfg.labels]
@@ -117,7 +119,10 @@ def _observed(item: Any, frame: pd.DataFrame) -> str:
     column = cfg.kwargs.get("column")
     if cfg.type == "expect_column_to_exist" or (column and column not in frame.columns):
         return "column is missing"
-    if cfg.type in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type"):
+    if cfg.type in (
+        "expect_column_values_to_be_in_type_list",
+        "expect_column_values_to_be_of_type",
+    ):
         series = frame[column]
         text = f"dtype {series.dtype}"
         sample = res.get("partial_unexpected_list")
@@ -127,7 +132,11 @@ def _observed(item: Any, frame: pd.DataFrame) -> str:
                 sample = bad.astype(str).unique()[:3].tolist()
         return f"{text}, e.g. {sample}" if sample else text
     errors = [exc] if "raised_exception" in exc else list(exc.values())
-    messages = [e.get("exception_message") for e in errors if isinstance(e, dict) and e.get("raised_exception")]
+    messages = [
+        e.get("exception_message")
+        for e in errors
+        if isinstance(e, dict) and e.get("raised_exception")
+    ]
     if messages:
         return f"error: {messages[0]}"
     if "observed_value" in res:

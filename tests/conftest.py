@@ -43,7 +43,9 @@ def toy_frame() -> pd.DataFrame:
     return frame
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run a CLI in the project copy with the test environment's tools first on PATH."""
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -60,7 +62,10 @@ def tracked_files() -> list[str]:
     """Files a clean clone would have: tracked plus untracked-but-not-ignored."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return [line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
 
@@ -80,7 +85,9 @@ def make_project(tmp: Path, train_rows: int = 1500, test_rows: int = 800) -> Pat
     """A git repo holding the project's files with a small sample of Adult."""
     project = tmp / "project"
     for rel in tracked_files():
-        if rel.startswith(("data/raw/adult/adult.", "dvc.lock")) or rel.startswith(("metrics/", "plots/", "reports/")):
+        if rel.startswith(("data/raw/adult/adult.", "dvc.lock")) or rel.startswith(
+            ("metrics/", "plots/", "reports/")
+        ):
             continue
         target = project / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +108,7 @@ def git(cwd: Path, *args: str) -> str:
 def ran_stages(output: str) -> list[str]:
     """Stage names DVC reports as run, in order."""
     return [
-        line.split("'")[1]
-        for line in output.splitlines()
-        if line.startswith("Running stage '")
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
     ]
 
 

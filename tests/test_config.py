@@ -47,7 +47,9 @@ def test_hydra_settings_match_dvc_config() -> None:
 
 @pytest.mark.parametrize(("data", "model"), list(product(options("data"), options("model"))))
 def test_every_combination_composes(data: str, model: str, tmp_path: Path) -> None:
-    out = compose.compose_params(ROOT, SETTINGS, [f"data={data}", f"model={model}"], tmp_path / "p.yaml")
+    out = compose.compose_params(
+        ROOT, SETTINGS, [f"data={data}", f"model={model}"], tmp_path / "p.yaml"
+    )
     params = yaml.safe_load(out.read_text())
     for name, schema in SECTIONS.items():
         parse_section(params, name, schema)

@@ -39,9 +39,15 @@ def mlflow_runs(project: Path) -> list[dict[str, str]]:
 
 
 def test_full_repro_builds_everything(built_project: Path) -> None:
-    for path in ("data/ingested/train.parquet", "data/split/test.parquet", "models/model.joblib",
-                 "metrics/evaluate.json", "plots/roc/gt50K.csv", "plots/confusion.csv",
-                 "reports/validate/data_docs/index.html"):
+    for path in (
+        "data/ingested/train.parquet",
+        "data/split/test.parquet",
+        "models/model.joblib",
+        "metrics/evaluate.json",
+        "plots/roc/gt50K.csv",
+        "plots/confusion.csv",
+        "reports/validate/data_docs/index.html",
+    ):
         assert (built_project / path).exists(), path
     metrics = json.loads((built_project / "metrics/evaluate.json").read_text())
     assert metrics["n_rows"] == 800
@@ -65,7 +71,9 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
     cfg.write_text(cfg.read_text().replace("calibration_bins: 10", "calibration_bins: 5"))
     out = dvc("repro")
     assert ran_stages(out.stdout) == ["compose", "evaluate"]
-    assert yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["calibration_bins"] == 5
+    assert (
+        yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["calibration_bins"] == 5
+    )
     assert len((project / "plots/calibration/gt50K.csv").read_text().splitlines()) <= 6
 
     model = project / "conf/model/hgb.yaml"
@@ -125,7 +133,10 @@ def test_queued_sweep_runs_both_and_tracks_in_project_store(project: Path, dvc) 
     for exp in exps:
         assert exp["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] > 0.7
     runs = mlflow_runs(project)
-    assert sorted(r["name"] for r in runs) == ["adult-LogisticRegression", "adult-RandomForestClassifier"]
+    assert sorted(r["name"] for r in runs) == [
+        "adult-LogisticRegression",
+        "adult-RandomForestClassifier",
+    ]
     assert all(r.get("dvc_exp_name") for r in runs)
     assert not list((project / ".dvc/tmp").rglob("mlflow.db"))
     assert list((project / "mlartifacts").rglob("MLmodel"))
@@ -135,7 +146,10 @@ def test_report_compares_against_base(project: Path, dvc) -> None:
     cfg = project / "conf/model/hgb.yaml"
     cfg.write_text(cfg.read_text().replace("learning_rate: 0.05", "learning_rate: 0.2"))
     dvc("repro")
-    run(["python", "-m", "tabular_pipeline.report", "--base", "main", "--out", "reports/pr"], project)
+    run(
+        ["python", "-m", "tabular_pipeline.report", "--base", "main", "--out", "reports/pr"],
+        project,
+    )
     report = (project / "reports/pr/report.md").read_text()
     assert re.search(r"model\.learning_rate\s*\|\s*0\.05\s*\|\s*0\.2", report)
     assert "| Change" in report and "accuracy" in report
@@ -187,7 +201,11 @@ def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     assert set(metrics["per_class"]) == {"adelie", "gentoo", "chinstrap"}
     assert metrics["n_rows"] == 120  # split.test_size of 600 rows
-    assert sorted(p.stem for p in (project / "plots/roc").iterdir()) == ["adelie", "chinstrap", "gentoo"]
+    assert sorted(p.stem for p in (project / "plots/roc").iterdir()) == [
+        "adelie",
+        "chinstrap",
+        "gentoo",
+    ]
     assert not (project / "plots/roc/gt50K.csv").exists()
 
 

@@ -19,7 +19,12 @@ def cfg(**kwargs: object) -> DataConfig:
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("education-num", "education_num"), (" Hours Per Week ", "hours_per_week"), ("Y", "y"), ("%%", "column")],
+    [
+        ("education-num", "education_num"),
+        (" Hours Per Week ", "hours_per_week"),
+        ("Y", "y"),
+        ("%%", "column"),
+    ],
 )
 def test_normalize_name(raw: str, clean: str) -> None:
     assert normalize_name(raw) == clean
@@ -84,5 +89,5 @@ def test_read_table_formats(tmp_path: Path) -> None:
 
 def test_source_must_live_in_raw_dir(tmp_path: Path) -> None:
     check_inside(tmp_path / "raw" / "a.csv", tmp_path / "raw", "data.source.train")
-    with pytest.raises(PipelineError, match="outside data.raw_dir"):
+    with pytest.raises(PipelineError, match=r"outside data\.raw_dir"):
         check_inside(tmp_path / "elsewhere.csv", tmp_path / "raw", "data.source.train")

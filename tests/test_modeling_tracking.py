@@ -59,9 +59,14 @@ def test_project_root_follows_dvc_root(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_flatten_metrics_and_params() -> None:
-    flat = tracking.flatten("test", {"accuracy": 0.9, "roc_auc": None, "per_class": {">50K": {"recall": 0.5}}})
+    flat = tracking.flatten(
+        "test", {"accuracy": 0.9, "roc_auc": None, "per_class": {">50K": {"recall": 0.5}}}
+    )
     assert flat == {"test.accuracy": 0.9, "test.per_class._50K.recall": 0.5}
-    assert tracking.flatten_params("", {"model": {"C": 1.0}, "seed": 3}) == {"model.C": "1.0", "seed": "3"}
+    assert tracking.flatten_params("", {"model": {"C": 1.0}, "seed": 3}) == {
+        "model.C": "1.0",
+        "seed": "3",
+    }
 
 
 def test_run_tags_carry_dvc_experiment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -83,7 +88,12 @@ def test_training_and_evaluation_land_in_one_run(
     joblib.dump(fitted, model_path)
     features = toy_frame.drop(columns=["label"])
     run_id = tracking.log_training_run(
-        "unit", "toy", fitted, model_path, {"seed": 1}, {"valid": {"accuracy": 0.5}},
+        "unit",
+        "toy",
+        fitted,
+        model_path,
+        {"seed": 1},
+        {"valid": {"accuracy": 0.5}},
         signature_example(features),
     )
     (tmp_path / "plots").mkdir()

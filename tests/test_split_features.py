@@ -36,21 +36,23 @@ def test_split_rejects_bad_sizes_and_unstratifiable_classes(toy_frame: pd.DataFr
         make_splits(rare, None, "label", 0.2, 0.2, True, seed=0)
 
 
-def test_featurizer_imputes_scales_and_tolerates_unknown_categories(toy_frame: pd.DataFrame) -> None:
+def test_featurizer_imputes_scales_and_tolerates_unknown_categories(
+    toy_frame: pd.DataFrame,
+) -> None:
     numeric, categorical = feature_columns(toy_frame, "label")
     assert numeric == ["num", "count"]
     assert categorical == ["colour"]
     featurizer = build_featurizer(numeric, categorical, FeaturizeConfig())
     featurizer.fit(toy_frame.drop(columns=["label"]))
-    unseen = pd.DataFrame(
-        {"num": [np.nan], "count": [3], "colour": pd.Categorical(["purple"])}
-    )
+    unseen = pd.DataFrame({"num": [np.nan], "count": [3], "colour": pd.Categorical(["purple"])})
     out = featurizer.transform(unseen)
     assert out.shape == (1, len(featurizer.get_feature_names_out()))
     assert np.isfinite(out).all()
 
 
-def test_featurizer_constant_imputation_keeps_missing_as_a_category(toy_frame: pd.DataFrame) -> None:
+def test_featurizer_constant_imputation_keeps_missing_as_a_category(
+    toy_frame: pd.DataFrame,
+) -> None:
     frame = toy_frame.copy()
     frame["colour"] = frame["colour"].cat.add_categories([]).astype(object)
     frame.loc[::4, "colour"] = np.nan

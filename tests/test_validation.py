@@ -59,24 +59,47 @@ def test_result_is_deterministic(cfg: DataConfig) -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda df: df.drop(columns=["age"]), "train: column 'age': expect_column_to_exist(): column is missing"),
+        (
+            lambda df: df.drop(columns=["age"]),
+            "train: column 'age': expect_column_to_exist(): column is missing",
+        ),
         (
             lambda df: df.assign(age=df["age"].where(df.index != 2, "forty")),
-            "train: column 'age': expect_column_values_to_be_in_type_list(type_list=['int', 'int64', "
-            "'Int64Dtype']): dtype object, e.g. ['forty']",
+            "train: column 'age': expect_column_values_to_be_in_type_list("
+            "type_list=['int', 'int64', 'Int64Dtype']): dtype object, e.g. ['forty']",
         ),
         (
             lambda df: df.assign(age=df["age"].astype(float) + 0.5),
             "column 'age': expect_column_values_to_be_in_type_list",
         ),
-        (lambda df: df.assign(y=df["y"].where(df.index != 0, "maybe")), "column 'y': expect_column_values_to_be_in_set"),
-        (lambda df: df.assign(age="150"), "column 'age': expect_column_values_to_be_between(min_value=18"),
+        (
+            lambda df: df.assign(y=df["y"].where(df.index != 0, "maybe")),
+            "column 'y': expect_column_values_to_be_in_set",
+        ),
+        (
+            lambda df: df.assign(age="150"),
+            "column 'age': expect_column_values_to_be_between(min_value=18",
+        ),
         (lambda df: df.assign(city="Oslo"), "fail, e.g. ['Oslo'"),
-        (lambda df: df.assign(city=None), "column 'city': expect_column_values_to_not_be_null(mostly=0.7"),
-        (lambda df: df.iloc[:0], "column '<table>': expect_table_row_count_to_be_between(min_value=1"),
+        (
+            lambda df: df.assign(city=None),
+            "column 'city': expect_column_values_to_not_be_null(mostly=0.7",
+        ),
+        (
+            lambda df: df.iloc[:0],
+            "column '<table>': expect_table_row_count_to_be_between(min_value=1",
+        ),
     ],
-    ids=["missing_column", "non_numeric", "wrong_type", "unknown_label", "out_of_range",
-         "unknown_category", "too_many_nulls", "empty"],
+    ids=[
+        "missing_column",
+        "non_numeric",
+        "wrong_type",
+        "unknown_label",
+        "out_of_range",
+        "unknown_category",
+        "too_many_nulls",
+        "empty",
+    ],
 )
 def test_bad_table_fails_with_one_precise_line(cfg: DataConfig, mutate, expected: str) -> None:
     failures = check(cfg, mutate(RAW.copy()))
