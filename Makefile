@@ -56,7 +56,7 @@ format: env
 	$(BIN)/ruff format .
 
 report: env
-	$(BIN)/python -m tabular_pipeline.report --base $(BASE) --out reports/pr
+	$(BIN)/python -m tabular_pipeline.report --base $(BASE) --out reports/pr $(if $(PLOTS_URL),--plots-url "$(PLOTS_URL)")
 
 lock:
 	rm -rf .lockenv

@@ -37,15 +37,19 @@ def build_report(base: str, out_dir: Path, plots_url: str | None = None) -> Path
     metrics = dvc("metrics", "diff", base, "--md", "--precision", "4")
     plots_dir = out_dir / "plots"
     dvc("plots", "diff", base, "--out", str(plots_dir))
-    link = plots_url or "plots/index.html"
+    where = (
+        f"[the CI run]({plots_url}) (artifact `pipeline-report`, file `plots/index.html`)"
+        if plots_url
+        else "[plots/index.html](plots/index.html)"
+    )
     parts = [
         f"# Pipeline report: workspace vs `{base}`\n",
         section("Params", params, f"No params changed against `{base}`."),
         section("Metrics", metrics, f"No metrics changed against `{base}`."),
         section(
             "Plots",
-            f"ROC, precision-recall, calibration, confusion matrix and permutation importance "
-            f"for `{base}` and the workspace, overlaid: [open the plots]({link}).",
+            "ROC, precision-recall, calibration, confusion matrix and permutation importance "
+            f"for `{base}` and the workspace, overlaid: {where}.",
             "",
         ),
     ]
