@@ -49,7 +49,8 @@ def main() -> None:
         for path in ("data/ingested", "data/split", "models", "reports/validate/data_docs"):
             shutil.rmtree(path, ignore_errors=True)
         restored.append(dvc("repro"))
-    print(f"outputs deleted, restored from DVC run cache: median {statistics.median(restored):.1f}s")
+    median = statistics.median(restored)
+    print(f"outputs deleted, restored from DVC run cache: median {median:.1f}s")
 
     print("per stage (dvc repro -s STAGE -f), median of repeats:")
     for stage in stages:
