@@ -34,7 +34,10 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# Composing first also covers edits to paths in conf/: dvc.yaml interpolates
+# them from params.yaml before the compose stage could rewrite it.
 repro: env
+	$(BIN)/python stages/compose.py
 	$(BIN)/dvc repro
 
 params: env

@@ -38,6 +38,7 @@ def main() -> None:
     plots_dir = Path(cfg.plots_dir)
     evaluation.write_plots(result, plots_dir)
     stage.write_json(Path(cfg.metrics_out), result.metrics)
+    stage.write_parquet(result.predictions, Path(cfg.predictions_out))
     log.info(
         "test: accuracy %.4f (error %.2f %%), ROC AUC %s",
         result.metrics["accuracy"],

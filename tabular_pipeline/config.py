@@ -109,6 +109,7 @@ class ImportanceConfig:
 @dataclass
 class EvaluateConfig:
     metrics_out: str = "metrics/evaluate.json"
+    predictions_out: str = "data/predictions/test.parquet"
     plots_dir: str = "plots"
     calibration_bins: int = 10
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)

@@ -28,6 +28,7 @@ class Evaluation:
     curves: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
     importance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def importance_sample(frame: pd.DataFrame, target: str, max_rows: int, seed: int) -> pd.DataFrame:
@@ -68,6 +69,14 @@ def permutation_table(
     )
 
 
+def prediction_table(y_true: pd.Series, proba: Any, classes: list[str]) -> pd.DataFrame:
+    """Per-row outcome on the test split, for error analysis and drift checks."""
+    table = m.confusion_rows(y_true, proba, classes)
+    for i, label in enumerate(classes):
+        table[f"proba_{label}"] = proba[:, i]
+    return table
+
+
 def evaluate(
     pipeline: Pipeline,
     test: pd.DataFrame,
@@ -90,6 +99,7 @@ def evaluate(
             y, proba, classes, label, cfg.calibration_bins
         )
     result.confusion = m.confusion_rows(y, proba, classes)
+    result.predictions = prediction_table(y, proba, classes)
     sample = importance_sample(test, target, cfg.importance.max_rows, seed)
     log.info(
         "permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats

@@ -43,6 +43,14 @@ def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_p
     write_plots(result, tmp_path)
     for kind in ("roc", "precision_recall", "calibration"):
         assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["a.csv", "b.csv", "c.csv"]
+    assert list(result.predictions.columns) == [
+        "actual",
+        "predicted",
+        "proba_a",
+        "proba_b",
+        "proba_c",
+    ]
+    assert len(result.predictions) == len(toy_frame)
     importance = pd.read_csv(tmp_path / "importance.csv")
     assert set(importance["feature"]) == {"num", "count", "colour"}
     assert importance["importance"].is_monotonic_decreasing
