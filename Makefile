@@ -37,11 +37,11 @@ $(STAMP): $(LOCK) pyproject.toml
 # Composing first also covers edits to paths in conf/: dvc.yaml interpolates
 # them from params.yaml before the compose stage could rewrite it.
 repro: env
-	$(BIN)/python stages/compose.py
+	$(BIN)/python -m stages.compose
 	$(BIN)/dvc repro
 
 params: env
-	$(BIN)/python stages/compose.py
+	$(BIN)/python -m stages.compose
 
 test: env lint
 	$(BIN)/pytest

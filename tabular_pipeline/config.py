@@ -45,7 +45,7 @@ class DataConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     target: str = "???"
     rename: dict[str, str] = field(default_factory=dict)
-    label_map: dict[str, Any] = field(default_factory=dict)
+    label_map: dict[Any, Any] = field(default_factory=dict)
     drop: list[str] = field(default_factory=list)
     types: dict[str, str] = field(default_factory=dict)
     labels: list[Any] = field(default_factory=list)

@@ -89,7 +89,11 @@ def evaluate(
     y = test[target]
     result = Evaluation(metrics=m.classification_metrics(y, proba, classes))
     taken: set[str] = set()
+    present = set(y.astype(str))
     for label in m.curve_classes(classes, positive_label):
+        if label not in present:
+            log.warning("class %r has no rows in the test split: no curves for it", label)
+            continue
         name = m.slug(label, taken)
         result.curves.setdefault("roc", {})[name] = m.roc_points(y, proba, classes, label)
         result.curves.setdefault("precision_recall", {})[name] = m.pr_points(

@@ -56,6 +56,44 @@ def normalize_name(name: object) -> str:
     return text or "column"
 
 
+def as_text(series: pd.Series) -> pd.Series:
+    """Values as text, with whole floats written as integers.
+
+    A numeric column with a missing value is read as float, so a 0/1 target
+    would otherwise become the labels '0.0' and '1.0'.
+    """
+    if pd.api.types.is_float_dtype(series):
+        present = series.dropna()
+        if (present == present.round()).all():
+            series = series.astype("Int64")
+    return series.astype("string")
+
+
+def _to_bool_float(series: pd.Series, column: str) -> pd.Series:
+    """Booleans as 0.0/1.0 (NaN when missing): numeric for the featurizer, nullable."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    lowered = series.astype("string").str.strip().str.lower()
+    mapping = {
+        "true": 1.0,
+        "1": 1.0,
+        "1.0": 1.0,
+        "yes": 1.0,
+        "false": 0.0,
+        "0": 0.0,
+        "0.0": 0.0,
+        "no": 0.0,
+    }
+    mapped = lowered.map(mapping)
+    if (lowered.notna() & mapped.isna()).any():
+        examples = series[lowered.notna() & mapped.isna()].astype(str).unique()[:3].tolist()
+        log.warning(
+            "column %r: values that are not booleans, e.g. %s; left as text", column, examples
+        )
+        return series
+    return mapped.astype("float64")
+
+
 def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
     """Cast to the declared kind, or leave the column untouched for validate to reject."""
     if kind in NUMERIC_TYPES:
@@ -78,18 +116,12 @@ def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
             return numeric.astype("Int64" if numeric.isna().any() else "int64")
         return numeric.astype("float64")
     if kind == "category":
-        return series.astype("string").astype("category")
+        return as_text(series).astype("category")
     if kind == "string":
         # object + NaN, not pandas' "string" dtype: pd.NA is not missing to sklearn.
         return series.astype(object).where(series.notna(), other=float("nan"))
     if kind == "bool":
-        lowered = series.astype("string").str.strip().str.lower()
-        mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-        mapped = lowered.map(mapping)
-        if (lowered.notna() & mapped.isna()).any():
-            log.warning("column %r: values that are not booleans; left as text", column)
-            return series
-        return mapped.astype("float64") if mapped.isna().any() else mapped.astype(bool)
+        return _to_bool_float(series, column)
     raise PipelineError(
         f"data.types.{column}: unknown type {kind!r} (expected one of {sorted(KNOWN_TYPES)})"
     )
@@ -104,21 +136,21 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         raise PipelineError(f"column names collide after normalisation: {dupes}")
     df = df.drop(columns=[c for c in cfg.drop if c in df.columns])
 
-    for column in df.select_dtypes(include=["object"]).columns:
+    for column in df.select_dtypes(include=["object", "string"]).columns:
         df[column] = df[column].map(lambda v: v.strip() if isinstance(v, str) else v)
 
     target = cfg.target
     if target in df.columns:
-        if cfg.label_map:
-            df[target] = df[target].replace(dict(cfg.label_map))
         missing = df[target].isna()
         if missing.any():
             log.warning(
                 "dropping %d row(s) with no value for target %r", int(missing.sum()), target
             )
             df = df.loc[~missing].reset_index(drop=True)
-        # Labels are categories: keep them as text so '1' and 1 never diverge.
-        df[target] = df[target].astype(str)
+        # Labels are text, so 1, 1.0 and '1' never diverge; label_map keys too.
+        labels = as_text(df[target]).astype(object)
+        mapping = {str(k): str(v) for k, v in cfg.label_map.items()}
+        df[target] = labels.map(lambda v: mapping.get(v, v)) if mapping else labels
     else:
         log.warning("target column %r is missing; validate will reject this table", target)
 
@@ -129,6 +161,10 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         df[column] = _cast(df[column], kind, column)
 
     for column in df.columns:
-        if column != target and column not in cfg.types and df[column].dtype == object:
+        if column == target or column in cfg.types:
+            continue
+        if pd.api.types.is_bool_dtype(df[column]):
+            df[column] = df[column].astype("float64")
+        elif df[column].dtype == object or pd.api.types.is_string_dtype(df[column]):
             df[column] = df[column].astype("string").astype("category")
     return df

@@ -20,6 +20,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from tabular_pipeline.errors import PipelineError
+
 DIGITS = 6
 
 
@@ -34,7 +36,9 @@ def curve_classes(classes: list[str], positive_label: str | None) -> list[str]:
         if positive_label is None:
             return [classes[1]]
         if positive_label not in classes:
-            raise ValueError(f"positive_label {positive_label!r} is not one of {classes}")
+            raise PipelineError(
+                f"data.positive_label: {positive_label!r} is not one of the classes {classes}"
+            )
         return [positive_label]
     return list(classes)
 
@@ -42,24 +46,34 @@ def curve_classes(classes: list[str], positive_label: str | None) -> list[str]:
 def classification_metrics(
     y_true: pd.Series, proba: np.ndarray, classes: list[str]
 ) -> dict[str, Any]:
-    """Headline metrics plus per-class precision/recall from predicted probabilities."""
+    """Headline metrics plus per-class precision/recall from predicted probabilities.
+
+    Macro averages run over the classes present in ``y_true`` (sklearn's
+    default), so a class missing from a small test split does not count as 0.
+    """
     y = np.asarray(y_true).astype(str)
     pred = np.asarray(classes)[proba.argmax(axis=1)]
-    present = set(y)
+    present = [c for c in classes if c in set(y)]
     metrics: dict[str, Any] = {
         "accuracy": _round(accuracy_score(y, pred)),
         "error": _round(1.0 - accuracy_score(y, pred)),
         "balanced_accuracy": _round(balanced_accuracy_score(y, pred)),
-        "f1_macro": _round(f1_score(y, pred, average="macro", labels=classes, zero_division=0)),
+        "f1_macro": _round(f1_score(y, pred, average="macro", zero_division=0)),
         "log_loss": _round(log_loss(y, proba, labels=classes)),
         "roc_auc": None,
         "n_rows": len(y),
     }
-    if len(present) >= 2 and present <= set(classes):
+    if len(present) >= 2:
         if len(classes) == 2:
             auc = roc_auc_score(y == classes[1], proba[:, 1])
-        else:
+        elif len(present) == len(classes):
             auc = roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes)
+        else:
+            # sklearn's multiclass AUC needs every class in y_true; one-vs-rest
+            # macro over the present classes is the same definition restricted.
+            auc = float(
+                np.mean([roc_auc_score(y == c, proba[:, classes.index(c)]) for c in present])
+            )
         metrics["roc_auc"] = _round(auc)
     precision, recall, f1, support = precision_recall_fscore_support(
         y, pred, labels=classes, zero_division=0

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from tabular_pipeline.config import DataConfig
+from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 TYPE_NAMES = {
     "int": ["int", "int64", "Int64Dtype"],
     "float": ["float", "float64"],
-    "bool": ["bool", "bool_", "float64"],
+    "bool": ["float", "float64"],  # ingest stores booleans as 0.0/1.0 (NaN when missing)
     "string": ["str"],
 }
 CATEGORY_TYPE = "CategoricalDtypeType"
@@ -41,8 +42,14 @@ class TableResult:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def build_expectations(cfg: DataConfig, frame: pd.DataFrame, min_rows: int) -> list[Any]:
-    """Expectations for one table. ``frame`` only decides which checks can run at all."""
+def build_expectations(
+    cfg: DataConfig, frame: pd.DataFrame, min_rows: int, labels: list[str] | None = None
+) -> list[Any]:
+    """Expectations for one table. ``frame`` only decides which checks can run at all.
+
+    ``labels`` are the allowed target values: ``data.labels`` when configured,
+    else (for the test table) the labels seen in train.
+    """
     import great_expectations.expectations as gxe
 
     out: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows)]
@@ -56,9 +63,10 @@ def build_expectations(cfg: DataConfig, frame: pd.DataFrame, min_rows: int) -> l
             out.append(
                 gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_NAMES[kind])
             )
+        if kind == "bool":
+            out.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[0.0, 1.0]))
 
-    if cfg.labels:
-        labels = [str(v) for v in cfg.labels]
+    if labels:
         out.append(gxe.ExpectColumnValuesToBeInSet(column=cfg.target, value_set=labels))
     out.append(gxe.ExpectColumnValuesToNotBeNull(column=cfg.target))
 
@@ -170,19 +178,42 @@ def _stable(result: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def check_labels_config(cfg: DataConfig) -> None:
+    """Config mistakes that no data can fix: fail before looking at any table."""
+    labels = [str(v) for v in cfg.labels]
+    if cfg.positive_label is not None and labels and str(cfg.positive_label) not in labels:
+        raise PipelineError(
+            f"data.positive_label: {cfg.positive_label!r} is not one of data.labels {labels}"
+        )
+
+
+def allowed_labels(cfg: DataConfig, tables: dict[str, pd.DataFrame], name: str) -> list[str]:
+    """Configured labels, else for non-train tables the labels train has."""
+    if cfg.labels:
+        return [str(v) for v in cfg.labels]
+    train = tables.get("train")
+    if name == "train" or train is None or cfg.target not in train.columns:
+        return []
+    return sorted(train[cfg.target].astype(str).unique().tolist())
+
+
 def validate_tables(
     cfg: DataConfig, tables: dict[str, pd.DataFrame], min_rows: int, docs_dir: Path | None
 ) -> dict[str, TableResult]:
     """Validate each table with a suite built for it; build Data Docs for all of them."""
     import great_expectations as gx
 
+    check_labels_config(cfg)
     context = _context(docs_dir)
     source = context.data_sources.add_pandas("ingested")
     results: dict[str, TableResult] = {}
     for name, frame in tables.items():
         suite = context.suites.add(
             gx.ExpectationSuite(
-                name=f"{cfg.name}_{name}", expectations=build_expectations(cfg, frame, min_rows)
+                name=f"{cfg.name}_{name}",
+                expectations=build_expectations(
+                    cfg, frame, min_rows, allowed_labels(cfg, tables, name)
+                ),
             )
         )
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")

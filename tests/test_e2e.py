@@ -186,13 +186,15 @@ def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
         }
     )
     frame.loc[::17, "Bill Length"] = np.nan
-    frame.loc[::23, "Island"] = np.nan
+    frame["Island"] = pd.array(frame["Island"], dtype="string")  # pandas string dtype, with NA
+    frame.loc[::23, "Island"] = pd.NA
+    frame["Tagged"] = rng.random(n) > 0.5  # a bool column
     (project / "data/raw/penguins").mkdir(parents=True)
-    frame.to_csv(project / "data/raw/penguins/penguins.csv", index=False)
+    frame.to_parquet(project / "data/raw/penguins/penguins.parquet", index=False)
     (project / "conf/data/penguins.yaml").write_text(
         "defaults:\n  - /base/data@_here_\n  - _self_\n\n"
-        "name: penguins\nsource:\n  train: data/raw/penguins/penguins.csv\ntarget: species\n"
-        "labels: [adelie, gentoo, chinstrap]\n"
+        "name: penguins\nsource:\n  train: data/raw/penguins/penguins.parquet\n"
+        "target: species\nlabels: [adelie, gentoo, chinstrap]\n"
     )
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("- data: adult", "- data: penguins"))
@@ -207,6 +209,9 @@ def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
         "gentoo",
     ]
     assert not (project / "plots/roc/gt50K.csv").exists()
+    features = json.loads((project / "reports/featurize/features.json").read_text())
+    assert features["numeric"] == ["bill_length", "mass", "tagged"]
+    assert features["categorical"] == ["island"]
 
 
 BAD_INPUTS = {

@@ -91,3 +91,54 @@ def test_source_must_live_in_raw_dir(tmp_path: Path) -> None:
     check_inside(tmp_path / "raw" / "a.csv", tmp_path / "raw", "data.source.train")
     with pytest.raises(PipelineError, match=r"outside data\.raw_dir"):
         check_inside(tmp_path / "elsewhere.csv", tmp_path / "raw", "data.source.train")
+
+
+def test_numeric_target_with_missing_values_keeps_integer_labels() -> None:
+    raw = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [0, 1, None, 1]})
+    out = normalize(raw, cfg())
+    assert out["label"].tolist() == ["0", "1", "1"]
+
+
+def test_label_map_accepts_non_string_keys() -> None:
+    from tabular_pipeline.config import parse_section
+
+    data = parse_section(
+        {
+            "data": {
+                "name": "t",
+                "raw_dir": "r",
+                "source": {"train": "r/t.csv"},
+                "target": "label",
+                "label_map": {0: "no", 1: "yes"},
+            }
+        },
+        "data",
+        DataConfig,
+    )
+    out = normalize(pd.DataFrame({"x": [1, 2], "label": [0, 1]}), data)
+    assert out["label"].tolist() == ["no", "yes"]
+
+
+def test_bools_become_numeric_zero_one() -> None:
+    raw = pd.DataFrame(
+        {
+            "flag": [True, False, True],
+            "declared": ["yes", "no", None],
+            "label": ["a", "b", "a"],
+        }
+    )
+    out = normalize(raw, cfg(types={"declared": "bool"}))
+    assert out["flag"].tolist() == [1.0, 0.0, 1.0]
+    assert out["declared"].tolist()[:2] == [1.0, 0.0]
+    assert out["declared"].isna().iloc[2]
+
+
+def test_parquet_string_columns_become_categories(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"city": pd.array([" Rome", None, "Oslo"], dtype="string"), "label": ["a", "b", "a"]}
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    out = normalize(read_table(tmp_path / "t.parquet"), cfg())
+    assert str(out["city"].dtype) == "category"
+    assert out["city"].tolist()[0] == "Rome"
+    assert pd.isna(out["city"].iloc[1])

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline import metrics as m
+from tabular_pipeline.errors import PipelineError
 
 
 def test_binary_metrics_match_sklearn_definitions() -> None:
@@ -17,22 +18,27 @@ def test_binary_metrics_match_sklearn_definitions() -> None:
     assert out["n_rows"] == 4
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_multiclass_metrics_and_missing_class_in_truth() -> None:
     classes = ["a", "b", "c"]
     proba = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
     out = m.classification_metrics(pd.Series(["a", "b", "c", "b"]), proba, classes)
     assert out["accuracy"] == 0.75
     assert set(out["per_class"]) == set(classes)
-    assert 0 < out["roc_auc"] <= 1
-    partial = m.classification_metrics(pd.Series(["a", "a", "a", "a"]), proba, classes)
-    assert partial["roc_auc"] is None  # undefined with one class present, not a crash
+    assert out["roc_auc"] == 1.0  # every class's positives outrank its negatives
+    # Class c absent from the truth: macro AUC over a and b only, not null.
+    absent = m.classification_metrics(pd.Series(["a", "b", "b", "a"]), proba, classes)
+    assert absent["roc_auc"] == 0.875  # one-vs-rest: a 1.0, b 0.75
+    assert absent["per_class"]["c"]["support"] == 0
+    one = m.classification_metrics(pd.Series(["a", "a", "a", "a"]), proba, classes)
+    assert one["roc_auc"] is None  # undefined with one class present, not a crash
 
 
 def test_curve_classes() -> None:
     assert m.curve_classes(["<=50K", ">50K"], ">50K") == [">50K"]
     assert m.curve_classes(["0", "1"], None) == ["1"]
     assert m.curve_classes(["a", "b", "c"], None) == ["a", "b", "c"]
-    with pytest.raises(ValueError, match="positive_label"):
+    with pytest.raises(PipelineError, match="positive_label"):
         m.curve_classes(["a", "b"], "c")
 
 

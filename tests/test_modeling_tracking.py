@@ -40,6 +40,8 @@ def test_signature_example_turns_ints_into_floats(toy_frame: pd.DataFrame) -> No
 def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_path: Path) -> None:
     cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=2, max_rows=60))
     result = evaluate(fitted, toy_frame, "label", None, cfg, seed=0)
+    # The toy label is a function of the row index only, so no column matters.
+    assert result.importance["importance"].abs().max() < 0.2
     write_plots(result, tmp_path)
     for kind in ("roc", "precision_recall", "calibration"):
         assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["a.csv", "b.csv", "c.csv"]
@@ -53,7 +55,35 @@ def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_p
     assert len(result.predictions) == len(toy_frame)
     importance = pd.read_csv(tmp_path / "importance.csv")
     assert set(importance["feature"]) == {"num", "count", "colour"}
-    assert importance["importance"].is_monotonic_decreasing
+
+
+def test_importance_finds_the_informative_column(toy_frame: pd.DataFrame) -> None:
+    frame = toy_frame.assign(label=toy_frame["colour"].astype(str))  # colour decides the label
+    numeric, categorical = feature_columns(frame, "label")
+    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig()).fit(
+        frame.drop(columns=["label"])
+    )
+    model = fit_pipeline(
+        featurizer,
+        build_estimator({"_target_": "sklearn.linear_model.LogisticRegression", "C": 10.0}),
+        frame,
+        "label",
+    )
+    cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=3, max_rows=100))
+    result = evaluate(model, frame, "label", None, cfg, seed=0)
+    top = result.importance.iloc[0]
+    assert top["feature"] == "colour"
+    assert top["importance"] > 0.3
+    assert result.importance.iloc[1:]["importance"].abs().max() < 0.05
+    assert result.metrics["accuracy"] == 1.0
+
+
+def test_class_absent_from_test_gets_no_curve(fitted, toy_frame: pd.DataFrame) -> None:
+    cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=1, max_rows=60))
+    test = toy_frame[toy_frame["label"] != "c"]
+    result = evaluate(fitted, test, "label", None, cfg, seed=0)
+    assert sorted(result.curves["roc"]) == ["a", "b"]
+    assert result.metrics["per_class"]["c"]["support"] == 0
 
 
 def test_project_root_follows_dvc_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -111,3 +111,32 @@ def test_empty_file_with_no_columns_reports_missing_columns(cfg: DataConfig) -> 
     failures = check(cfg, pd.DataFrame())
     assert any("expect_table_row_count_to_be_between" in f for f in failures)
     assert any("column 'y': expect_column_to_exist" in f for f in failures)
+
+
+def test_test_labels_must_be_seen_in_train_when_labels_unset(cfg: DataConfig) -> None:
+    cfg.labels = []
+    train = normalize(RAW, cfg)
+    test = normalize(RAW.assign(y=["no", "yes", "maybe", "no"] * 5), cfg)
+    results = validate_tables(cfg, {"train": train, "test": test}, 1, None)
+    assert results["train"].success
+    assert any(
+        "test: column 'y': expect_column_values_to_be_in_set" in f for f in results["test"].failures
+    )
+
+
+def test_positive_label_outside_labels_is_a_config_error(cfg: DataConfig) -> None:
+    from tabular_pipeline.errors import PipelineError
+
+    cfg.positive_label = "maybe"
+    with pytest.raises(PipelineError, match=r"data\.positive_label: 'maybe' is not one of"):
+        validate_tables(cfg, {"train": normalize(RAW, cfg)}, 1, None)
+
+
+def test_declared_bool_must_be_zero_or_one(cfg: DataConfig) -> None:
+    cfg.types = {**cfg.types, "flag": "bool"}
+    ok = RAW.assign(flag=["true", "false"] * 10)
+    assert check(cfg, ok) == []
+    bad = RAW.assign(flag=["true", "maybe"] * 10)
+    assert any("column 'flag'" in f for f in check(cfg, bad))
+    numeric = RAW.assign(flag=[1.0, 2.5] * 10)
+    assert any("column 'flag': expect_column_values_to_be_in_set" in f for f in check(cfg, numeric))
