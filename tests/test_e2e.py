@@ -262,3 +262,15 @@ def test_bad_input_stops_at_validate(project: Path, dvc, case: str) -> None:
     git(project, "reset", "-q", "--hard")
     dvc("checkout", "--force")  # drops the failed run's unsaved Data Docs
     assert "up to date" in dvc("status").stdout
+
+
+def test_stages_run_the_projects_own_package(project: Path, dvc) -> None:
+    """Not the editable install: queued experiments must run their own snapshot's code."""
+    module = project / "tabular_pipeline/split.py"
+    module.write_text(
+        module.read_text()
+        + '\nimport logging\nlogging.getLogger(__name__).warning("COPY-%s", "MARK")\n'
+    )
+    out = dvc("repro")
+    assert ran_stages(out.stdout) == ["split"]  # same outputs: featurize is not re-run
+    assert "COPY-MARK" in out.stdout + out.stderr
