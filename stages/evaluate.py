@@ -3,23 +3,24 @@
 import logging
 from pathlib import Path
 
-from tabular_pipeline import evaluation, stage, tracking
+from tabular_pipeline import stage, tracking
 from tabular_pipeline.config import (
-    DataConfig,
     EvaluateConfig,
     SplitConfig,
     TrackingConfig,
     TrainConfig,
+    load_data_config,
     load_params,
     parse_section,
 )
+from tabular_pipeline.evaluation import holdout
 
 log = logging.getLogger("evaluate")
 
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     cfg = parse_section(params, "evaluate", EvaluateConfig)
@@ -27,7 +28,7 @@ def main() -> None:
 
     test = stage.read_parquet(split_dir / "test.parquet")
     pipeline = stage.load_object(model_path)
-    result = evaluation.evaluate(
+    result = holdout.evaluate(
         pipeline,
         test,
         target=data.target,
@@ -36,7 +37,7 @@ def main() -> None:
         seed=int(params["seed"]),
     )
     plots_dir = Path(cfg.plots_dir)
-    evaluation.write_plots(result, plots_dir)
+    holdout.write_plots(result, plots_dir)
     stage.write_json(Path(cfg.metrics_out), result.metrics)
     stage.write_parquet(result.predictions, Path(cfg.predictions_out))
     log.info(

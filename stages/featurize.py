@@ -5,20 +5,20 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
-    DataConfig,
     FeaturizeConfig,
     SplitConfig,
+    load_data_config,
     load_params,
     parse_section,
 )
-from tabular_pipeline.features import build_featurizer, feature_columns
+from tabular_pipeline.models.features import build_featurizer, feature_columns
 
 log = logging.getLogger("featurize")
 
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     cfg = parse_section(params, "featurize", FeaturizeConfig)
     train = stage.read_parquet(split_dir / "train.parquet")

@@ -4,15 +4,15 @@ import logging
 from pathlib import Path
 
 from tabular_pipeline import stage
-from tabular_pipeline.config import DataConfig, IngestConfig, load_params, parse_section
-from tabular_pipeline.ingest import check_inside, normalize, read_table
+from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
+from tabular_pipeline.data.ingest import check_inside, normalize, read_table
 
 log = logging.getLogger("ingest")
 
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     cfg = parse_section(params, "ingest", IngestConfig)
     out_dir = Path(cfg.out_dir)
     sources = {"train": data.source.train, "test": data.source.test}

@@ -5,20 +5,20 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
-    DataConfig,
     IngestConfig,
     SplitConfig,
+    load_data_config,
     load_params,
     parse_section,
 )
-from tabular_pipeline.split import make_splits
+from tabular_pipeline.data.split import make_splits
 
 log = logging.getLogger("split")
 
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     ingested = Path(parse_section(params, "ingest", IngestConfig).out_dir)
     cfg = parse_section(params, "split", SplitConfig)
     test_path = ingested / "test.parquet"

@@ -5,16 +5,16 @@ from pathlib import Path
 
 from tabular_pipeline import stage, tracking
 from tabular_pipeline.config import (
-    DataConfig,
     FeaturizeConfig,
     SplitConfig,
     TrackingConfig,
     TrainConfig,
+    load_data_config,
     load_params,
     parse_section,
 )
-from tabular_pipeline.metrics import classification_metrics
-from tabular_pipeline.modeling import (
+from tabular_pipeline.evaluation.metrics import classification_metrics
+from tabular_pipeline.models.modeling import (
     build_estimator,
     fit_pipeline,
     model_name,
@@ -27,7 +27,7 @@ log = logging.getLogger("train")
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     cfg = parse_section(params, "train", TrainConfig)

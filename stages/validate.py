@@ -6,21 +6,21 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
-    DataConfig,
     IngestConfig,
     ValidateConfig,
+    load_data_config,
     load_params,
     parse_section,
 )
+from tabular_pipeline.data.validation import summary, validate_tables
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.validation import summary, validate_tables
 
 log = logging.getLogger("validate")
 
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     ingested = Path(parse_section(params, "ingest", IngestConfig).out_dir)
     cfg = parse_section(params, "validate", ValidateConfig)
     report_dir = Path(cfg.report_dir)

@@ -143,3 +143,8 @@ def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
         raise PipelineError(f"params.yaml: section '{name}': {exc}") from exc
     assert isinstance(obj, schema)
     return obj
+
+
+def load_data_config(params: dict[str, Any]) -> DataConfig:
+    """The dataset's full config: its params section plus its schema (types, bounds)."""
+    return parse_section(params, "data", DataConfig)

@@ -21,7 +21,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.modeling import build_estimator
+from tabular_pipeline.models.modeling import build_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = compose.HydraSettings()

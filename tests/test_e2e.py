@@ -266,7 +266,7 @@ def test_bad_input_stops_at_validate(project: Path, dvc, case: str) -> None:
 
 def test_stages_run_the_projects_own_package(project: Path, dvc) -> None:
     """Not the editable install: queued experiments must run their own snapshot's code."""
-    module = project / "tabular_pipeline/split.py"
+    module = project / "tabular_pipeline/data/split.py"
     module.write_text(
         module.read_text()
         + '\nimport logging\nlogging.getLogger(__name__).warning("COPY-%s", "MARK")\n'

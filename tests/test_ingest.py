@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline.config import DataConfig
+from tabular_pipeline.data.ingest import check_inside, normalize, normalize_name, read_table
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.ingest import check_inside, normalize, normalize_name, read_table
 
 
 def cfg(**kwargs: object) -> DataConfig:

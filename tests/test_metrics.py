@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline import metrics as m
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.evaluation import metrics as m
 
 
 def test_binary_metrics_match_sklearn_definitions() -> None:

@@ -7,9 +7,9 @@ import pytest
 
 from tabular_pipeline import tracking
 from tabular_pipeline.config import EvaluateConfig, FeaturizeConfig, ImportanceConfig
-from tabular_pipeline.evaluation import evaluate, write_plots
-from tabular_pipeline.features import build_featurizer, feature_columns
-from tabular_pipeline.modeling import build_estimator, fit_pipeline, signature_example
+from tabular_pipeline.evaluation.holdout import evaluate, write_plots
+from tabular_pipeline.models.features import build_featurizer, feature_columns
+from tabular_pipeline.models.modeling import build_estimator, fit_pipeline, signature_example
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline.config import FeaturizeConfig
+from tabular_pipeline.data.split import make_splits
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.features import build_featurizer, feature_columns
-from tabular_pipeline.split import make_splits
+from tabular_pipeline.models.features import build_featurizer, feature_columns
 
 
 def test_given_test_split_is_honoured(toy_frame: pd.DataFrame) -> None:

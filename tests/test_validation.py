@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline.config import ColumnExpect, DataConfig
-from tabular_pipeline.ingest import normalize
-from tabular_pipeline.validation import summary, validate_tables
+from tabular_pipeline.data.ingest import normalize
+from tabular_pipeline.data.validation import summary, validate_tables
 
 RAW = pd.DataFrame(
     {

@@ -12,9 +12,9 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from tabular_pipeline import metrics as m
 from tabular_pipeline.config import EvaluateConfig
-from tabular_pipeline.modeling import predict_proba
+from tabular_pipeline.evaluation import metrics as m
+from tabular_pipeline.models.modeling import predict_proba
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Held-out evaluation: metrics and plot data for any number of classes."""

@@ -1,0 +1,1 @@
+"""The servable model: featurizer plus estimator, built from config."""
