@@ -16,12 +16,13 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params test test-fast lint format report lock clean help
+.PHONY: env repro params plots test test-fast lint format report lock chromium clean help
 
 help:
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
 	@echo "make test     set up .venv if needed, run lint, type checks and the test suite"
 	@echo "make test-fast  unit tests only (no end-to-end dvc runs)"
+	@echo "make plots    render the DVC plots to dvc_plots/index.html (works offline)"
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
 
@@ -43,7 +44,21 @@ repro: env
 params: env
 	$(BIN)/python -m stages.compose
 
-test: env lint
+plots: env
+	$(BIN)/python -m tabular_pipeline.plots --out dvc_plots
+
+# Headless Chromium, for the tests that look at pages as a person would.
+# Debian's package; skipped when already installed (or when not root).
+# (GitHub's runners already have google-chrome, which the tests also use.)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium: install failed; page-rendering tests will fail under CI"; \
+	  else echo "chromium: not installed; install it to run the page-rendering tests"; fi; }
+
+test: env lint chromium
 	$(BIN)/pytest
 
 test-fast: env

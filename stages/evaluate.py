@@ -5,22 +5,23 @@ from pathlib import Path
 
 from tabular_pipeline import stage, tracking
 from tabular_pipeline.config import (
+    DataConfig,
     EvaluateConfig,
     SplitConfig,
     TrackingConfig,
     TrainConfig,
-    load_data_config,
     load_params,
     parse_section,
 )
 from tabular_pipeline.evaluation import holdout
+from tabular_pipeline.evaluation.metrics import TEST_HEADLINE, headline
 
 log = logging.getLogger("evaluate")
 
 
 def main() -> None:
     params = load_params()
-    data = load_data_config(params)
+    data = parse_section(params, "data", DataConfig)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     cfg = parse_section(params, "evaluate", EvaluateConfig)
@@ -38,12 +39,13 @@ def main() -> None:
     )
     plots_dir = Path(cfg.plots_dir)
     holdout.write_plots(result, plots_dir)
-    stage.write_json(Path(cfg.metrics_out), result.metrics)
+    stage.write_json(Path(cfg.metrics_out), headline(result.metrics, TEST_HEADLINE))
+    stage.write_json(Path(cfg.per_class_out), result.metrics["per_class"])
     stage.write_parquet(result.predictions, Path(cfg.predictions_out))
     log.info(
         "test: accuracy %.4f (error %.2f %%), ROC AUC %s",
         result.metrics["accuracy"],
-        100 * result.metrics["error"],
+        100 * result.metrics["error_rate"],
         result.metrics["roc_auc"],
     )
     tracking.log_evaluation(track.experiment, model_path, result.metrics, plots_dir)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
+    DataConfig,
     FeaturizeConfig,
     SplitConfig,
-    load_data_config,
     load_params,
     parse_section,
 )
@@ -18,7 +18,7 @@ log = logging.getLogger("featurize")
 
 def main() -> None:
     params = load_params()
-    data = load_data_config(params)
+    data = parse_section(params, "data", DataConfig)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     cfg = parse_section(params, "featurize", FeaturizeConfig)
     train = stage.read_parquet(split_dir / "train.parquet")

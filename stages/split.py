@@ -5,9 +5,9 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
+    DataConfig,
     IngestConfig,
     SplitConfig,
-    load_data_config,
     load_params,
     parse_section,
 )
@@ -18,7 +18,7 @@ log = logging.getLogger("split")
 
 def main() -> None:
     params = load_params()
-    data = load_data_config(params)
+    data = parse_section(params, "data", DataConfig)
     ingested = Path(parse_section(params, "ingest", IngestConfig).out_dir)
     cfg = parse_section(params, "split", SplitConfig)
     test_path = ingested / "test.parquet"

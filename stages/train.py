@@ -5,15 +5,15 @@ from pathlib import Path
 
 from tabular_pipeline import stage, tracking
 from tabular_pipeline.config import (
+    DataConfig,
     FeaturizeConfig,
     SplitConfig,
     TrackingConfig,
     TrainConfig,
-    load_data_config,
     load_params,
     parse_section,
 )
-from tabular_pipeline.evaluation.metrics import classification_metrics
+from tabular_pipeline.evaluation.metrics import TRAIN_HEADLINE, classification_metrics, headline
 from tabular_pipeline.models.modeling import (
     build_estimator,
     fit_pipeline,
@@ -27,7 +27,7 @@ log = logging.getLogger("train")
 
 def main() -> None:
     params = load_params()
-    data = load_data_config(params)
+    data = parse_section(params, "data", DataConfig)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     cfg = parse_section(params, "train", TrainConfig)
@@ -56,7 +56,9 @@ def main() -> None:
 
     model_path = Path(cfg.model_out)
     stage.save_object(pipeline, model_path)
-    stage.write_json(Path(cfg.metrics_out), metrics)
+    stage.write_json(
+        Path(cfg.metrics_out), {k: headline(v, TRAIN_HEADLINE) for k, v in metrics.items()}
+    )
 
     example = signature_example(frames["valid"].drop(columns=[data.target]))
     tracking.log_training_run(

@@ -12,6 +12,7 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
+from tabular_pipeline.data import docs
 from tabular_pipeline.data.validation import summary, validate_tables
 from tabular_pipeline.errors import PipelineError
 
@@ -35,6 +36,9 @@ def main() -> None:
     results = validate_tables(data, tables, cfg.min_rows, docs_dir)
     report = summary(results)
     stage.write_json(report_dir / "result.json", report)
+    docs.normalise_data_docs(docs_dir)
+    (report_dir / "summary.md").write_text(docs.summary_markdown(report, data.name), "utf-8")
+    (report_dir / "summary.html").write_text(docs.summary_html(report, data.name), "utf-8")
     for name, result in results.items():
         stats = result.statistics
         log.info(
@@ -49,9 +53,9 @@ def main() -> None:
             log.error("%s", line)
         raise PipelineError(
             f"validation failed: {len(failures)} expectation(s) not met; "
-            f"details in {report_dir / 'result.json'} and {docs_dir / 'index.html'}"
+            f"details in {report_dir / 'summary.html'} and {report_dir / 'result.json'}"
         )
-    log.info("Data Docs: %s", docs_dir / "index.html")
+    log.info("report: %s (Data Docs: %s)", report_dir / "summary.html", docs_dir / "index.html")
 
 
 if __name__ == "__main__":

@@ -39,9 +39,30 @@ class ColumnExpect:
 
 
 @dataclass
+class SchemaConfig:
+    """What valid data looks like. Every key is optional: what is left out is inferred."""
+
+    types: dict[str, str] = field(default_factory=dict)
+    expect: dict[str, ColumnExpect] = field(default_factory=dict)
+    max_null_frac: float = 0.5
+
+
+SCHEMA_KEYS = ("types", "expect", "max_null_frac")
+COLUMN_TYPES = ("int", "float", "category", "bool", "string")
+
+
+@dataclass
 class DataConfig:
+    """The ``data`` params section, plus the schema fields ``load_data_config`` fills.
+
+    The schema (types, bounds, allowed categories) lives in its own file,
+    ``data.schema``: it describes the data rather than tuning anything, and in
+    params.yaml it would put a column per category into ``dvc exp show``.
+    """
+
     name: str = "???"
     raw_dir: str = "???"
+    schema: str = "???"
     source: SourceConfig = field(default_factory=SourceConfig)
     target: str = "???"
     rename: dict[str, str] = field(default_factory=dict)
@@ -109,6 +130,7 @@ class ImportanceConfig:
 @dataclass
 class EvaluateConfig:
     metrics_out: str = "metrics/evaluate.json"
+    per_class_out: str = "reports/evaluate/per_class.json"
     predictions_out: str = "data/predictions/test.parquet"
     plots_dir: str = "plots"
     calibration_bins: int = 10
@@ -145,6 +167,53 @@ def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
     return obj
 
 
+def load_schema(path: Path) -> SchemaConfig:
+    """Read and type-check a dataset schema file (an empty file means: infer everything)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PipelineError(
+            f"{path}: schema file not found (data.schema); create it, empty if every type "
+            "may be inferred (see README, Bring your own data)"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from exc
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping with keys {list(SCHEMA_KEYS)}")
+    unknown = sorted(set(raw) - set(SCHEMA_KEYS))
+    if unknown:
+        raise PipelineError(f"{path}: unknown key(s) {unknown}; allowed: {list(SCHEMA_KEYS)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SchemaConfig), raw)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise PipelineError(f"{path}: {exc}") from exc
+    assert isinstance(obj, SchemaConfig)
+    for column, kind in obj.types.items():
+        if kind not in COLUMN_TYPES:
+            raise PipelineError(
+                f"{path}: types.{column}: unknown type {kind!r} (expected one of "
+                f"{list(COLUMN_TYPES)})"
+            )
+    return obj
+
+
 def load_data_config(params: dict[str, Any]) -> DataConfig:
-    """The dataset's full config: its params section plus its schema (types, bounds)."""
-    return parse_section(params, "data", DataConfig)
+    """The dataset's params section plus its schema file.
+
+    Only stages that declare ``${data.schema}`` as a DVC dependency may call
+    this; the others parse the ``data`` section alone.
+    """
+    section = params.get("data")
+    if isinstance(section, dict):
+        misplaced = [k for k in SCHEMA_KEYS if k in section]
+        if misplaced:
+            raise PipelineError(
+                f"params.yaml: data.{misplaced[0]} belongs in the schema file named by "
+                f"data.schema ({section.get('schema')}), not in conf/data/"
+            )
+    cfg = parse_section(params, "data", DataConfig)
+    schema = load_schema(Path(cfg.schema))
+    cfg.types, cfg.expect, cfg.max_null_frac = schema.types, schema.expect, schema.max_null_frac
+    return cfg

@@ -2,8 +2,8 @@
 
 ``make report BASE=main`` (or ``python -m tabular_pipeline.report``) writes
 ``reports/pr/report.md`` with the params and metrics diffs (DVC's own tables,
-including deltas) and renders ``dvc plots diff`` to ``reports/pr/plots/``.
-CI posts the Markdown with ``cml comment create``.
+including deltas) and draws the plots of both revisions overlaid, as SVG that
+renders offline, to ``reports/pr/plots/`` (see ``tabular_pipeline.plots``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+
+from tabular_pipeline.plots import dvc_plot_specs, render_charts, write_plots_page
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,9 @@ def build_report(base: str, out_dir: Path, plots_url: str | None = None) -> Path
     params = dvc("params", "diff", base, "--md")
     metrics = dvc("metrics", "diff", base, "--md", "--precision", "4")
     plots_dir = out_dir / "plots"
-    dvc("plots", "diff", base, "--out", str(plots_dir))
+    charts = render_charts(dvc_plot_specs([base]))
+    write_plots_page(charts, plots_dir, f"Plots: {base} vs workspace")
+    images = "\n".join(f"![{c.plot_id}](plots/{c.name}.svg)" for c in charts)
     where = (
         f"[the CI run]({plots_url}) (artifact `pipeline-report`, file `plots/index.html`)"
         if plots_url
@@ -49,7 +53,7 @@ def build_report(base: str, out_dir: Path, plots_url: str | None = None) -> Path
         section(
             "Plots",
             "ROC, precision-recall, calibration, confusion matrix and permutation importance "
-            f"for `{base}` and the workspace, overlaid: {where}.",
+            f"for `{base}` and the workspace, overlaid: {where} (renders offline).\n\n{images}",
             "",
         ),
     ]

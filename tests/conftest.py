@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline.config import DataConfig, load_params, parse_section
+from tabular_pipeline.config import DataConfig, load_data_config, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -23,7 +23,9 @@ ADULT = ROOT / "data" / "raw" / "adult"
 
 @pytest.fixture(scope="session")
 def adult_cfg() -> DataConfig:
-    return parse_section(load_params(ROOT / "params.yaml"), "data", DataConfig)
+    params = load_params(ROOT / "params.yaml")
+    params["data"]["schema"] = str(ROOT / params["data"]["schema"])
+    return load_data_config(params)
 
 
 @pytest.fixture

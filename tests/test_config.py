@@ -18,6 +18,7 @@ from tabular_pipeline.config import (
     TrackingConfig,
     TrainConfig,
     ValidateConfig,
+    load_data_config,
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
@@ -84,3 +85,56 @@ def test_model_without_target_or_predict_proba_is_rejected() -> None:
         build_estimator({"_target_": "sklearn.linear_model.LinearRegression"})
     with pytest.raises(PipelineError, match="cannot build"):
         build_estimator({"_target_": "sklearn.linear_model.LogisticRegression", "bogus": 1})
+
+
+def test_every_dataset_has_a_schema_file_that_parses(tmp_path: Path) -> None:
+    for data in options("data"):
+        out = compose.compose_params(ROOT, SETTINGS, [f"data={data}"], tmp_path / "p.yaml")
+        params = yaml.safe_load(out.read_text())
+        params["data"]["schema"] = str(ROOT / params["data"]["schema"])
+        cfg = load_data_config(params)
+        assert cfg.types, f"{data}: schema declares no types"
+
+
+def test_params_hold_no_schema_keys() -> None:
+    """The schema stays out of params.yaml, so `dvc exp show` stays narrow."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert not set(params["data"]) & {"types", "expect", "max_null_frac"}
+
+
+def _data_params(schema: Path, **extra: object) -> dict:
+    section = {"name": "t", "raw_dir": "r", "schema": str(schema), "target": "y"}
+    section["source"] = {"train": "r/t.csv"}
+    return {"data": section | extra}
+
+
+def test_schema_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    schema = tmp_path / "t.yaml"
+    with pytest.raises(PipelineError, match=r"t.yaml: schema file not found"):
+        load_data_config(_data_params(schema))
+    schema.write_text("types: {age: decimal}\n")
+    with pytest.raises(PipelineError, match=r"t.yaml: types.age: unknown type 'decimal'"):
+        load_data_config(_data_params(schema))
+    schema.write_text("typos: {age: int}\n")
+    with pytest.raises(PipelineError, match=r"t.yaml: unknown key\(s\) \['typos'\]"):
+        load_data_config(_data_params(schema))
+    schema.write_text("expect: {age: {min: low}}\n")
+    with pytest.raises(PipelineError, match=r"(?s)t.yaml:.*min"):
+        load_data_config(_data_params(schema))
+    schema.write_text("types: [age]\n")
+    with pytest.raises(PipelineError, match=r"t.yaml"):
+        load_data_config(_data_params(schema))
+
+
+def test_empty_schema_infers_everything_and_schema_keys_in_params_are_refused(
+    tmp_path: Path,
+) -> None:
+    schema = tmp_path / "t.yaml"
+    schema.write_text("")
+    cfg = load_data_config(_data_params(schema))
+    assert cfg.types == {} and cfg.expect == {} and cfg.max_null_frac == 0.5
+    schema.write_text("types: {age: int}\nexpect: {age: {min: 0}}\nmax_null_frac: 0.1\n")
+    cfg = load_data_config(_data_params(schema))
+    assert cfg.types == {"age": "int"} and cfg.expect["age"].min == 0
+    with pytest.raises(PipelineError, match=r"data.types belongs in the schema file"):
+        load_data_config(_data_params(schema, types={"age": "int"}))

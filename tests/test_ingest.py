@@ -67,7 +67,7 @@ def test_fractions_in_int_column_stay_float() -> None:
 
 
 def test_unknown_declared_type_is_an_error() -> None:
-    with pytest.raises(PipelineError, match=r"data.types.n: unknown type 'decimal'"):
+    with pytest.raises(PipelineError, match=r"types.n: unknown type 'decimal'"):
         normalize(pd.DataFrame({"n": [1], "label": ["a"]}), cfg(types={"n": "decimal"}))
 
 
@@ -107,6 +107,7 @@ def test_label_map_accepts_non_string_keys() -> None:
             "data": {
                 "name": "t",
                 "raw_dir": "r",
+                "schema": "r/schema.yaml",
                 "source": {"train": "r/t.csv"},
                 "target": "label",
                 "label_map": {0: "no", 1: "yes"},

@@ -12,7 +12,7 @@ def test_binary_metrics_match_sklearn_definitions() -> None:
     y = pd.Series(["no", "yes", "yes", "no"])
     proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     out = m.classification_metrics(y, proba, ["no", "yes"])
-    assert out["accuracy"] == 0.5 and out["error"] == 0.5
+    assert out["accuracy"] == 0.5 and out["error_rate"] == 0.5
     assert out["roc_auc"] == 0.75
     assert out["per_class"]["yes"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert out["n_rows"] == 4

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline.config import ColumnExpect, DataConfig
+from tabular_pipeline.data import docs
 from tabular_pipeline.data.ingest import normalize
 from tabular_pipeline.data.validation import summary, validate_tables
+from tests.browser import dump_dom, ink, needs_chromium, screenshot
 
 RAW = pd.DataFrame(
     {
@@ -140,3 +142,52 @@ def test_declared_bool_must_be_zero_or_one(cfg: DataConfig) -> None:
     assert any("column 'flag'" in f for f in check(cfg, bad))
     numeric = RAW.assign(flag=[1.0, 2.5] * 10)
     assert any("column 'flag': expect_column_values_to_be_in_set" in f for f in check(cfg, numeric))
+
+
+def _docs_tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*.html"))}
+
+
+def test_data_docs_are_byte_identical_across_runs(cfg: DataConfig, tmp_path: Path) -> None:
+    """Fresh clones must not dirty dvc.lock: run time and random ids are normalised."""
+    trees = []
+    for run in ("a", "b"):
+        docs_dir = tmp_path / run
+        validate_tables(cfg, {"train": normalize(RAW, cfg)}, 1, docs_dir)
+        assert docs.normalise_data_docs(docs_dir) >= 3
+        trees.append(_docs_tree(docs_dir))
+    assert trees[0] == trees[1]
+    page = next(v for k, v in trees[0].items() if k.startswith("validations/")).decode()
+    assert docs.FIXED_TIME in page and not docs.GX_TIME.search(page.replace(docs.FIXED_TIME, ""))
+
+
+def test_normalise_html_keeps_links_within_a_page() -> None:
+    a, b = "0b4c6a7e-1f7c-4d2a-9a54-0c3f3d6f2d11", "9e1e8a5e-0d1c-4b8e-8f0e-2b7a0f2f4c22"
+    out = docs.normalise_html(
+        f'<a href="#x-{a}"></a><div id=x-{a}></div>{b} 20261123T152735.640610Z'
+    )
+    assert out.count("00000000-0000-4000-8000-000000000000") == 2
+    assert "00000000-0000-4000-8000-000000000001" in out and "19700101T000000" in out
+
+
+def test_summary_names_failures_first(cfg: DataConfig) -> None:
+    bad = RAW.assign(age=["7", "38", "52", "41"] * 5)
+    report = summary(validate_tables(cfg, {"train": normalize(bad, cfg)}, 1, None))
+    md = docs.summary_markdown(report, "toy")
+    assert md.startswith("# Validation of `toy`: FAILED")
+    first = next(line for line in md.splitlines() if line.startswith("| "))
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1].startswith("| **FAIL** | `age` | expect_column_values_to_be_between"), first
+    assert "5 of 20 rows unexpected (25.00 %)" in rows[1]
+    page = docs.summary_html(report, "toy")
+    assert "<script" not in page and "http" not in page
+
+
+@needs_chromium
+def test_summary_page_is_readable_offline(cfg: DataConfig, tmp_path: Path) -> None:
+    report = summary(validate_tables(cfg, {"train": normalize(RAW, cfg)}, 1, None))
+    path = tmp_path / "summary.html"
+    path.write_text(docs.summary_html(report, "toy"))
+    dom = dump_dom(path.as_uri())
+    assert dom.count("<tr") == 1 + len(report["tables"]["train"]["result"]["results"])
+    assert ink(screenshot(path.as_uri(), tmp_path / "s.png", 1000, 700)) > 0.02

@@ -14,13 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from tabular_pipeline.config import DataConfig
+from tabular_pipeline.config import COLUMN_TYPES, DataConfig
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = {"int", "float"}
-KNOWN_TYPES = NUMERIC_TYPES | {"category", "bool", "string"}
 
 
 def check_inside(path: Path, raw_dir: Path, key: str) -> None:
@@ -123,7 +122,7 @@ def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
     if kind == "bool":
         return _to_bool_float(series, column)
     raise PipelineError(
-        f"data.types.{column}: unknown type {kind!r} (expected one of {sorted(KNOWN_TYPES)})"
+        f"schema types.{column}: unknown type {kind!r} (expected one of {list(COLUMN_TYPES)})"
     )
 
 

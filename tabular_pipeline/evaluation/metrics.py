@@ -56,7 +56,7 @@ def classification_metrics(
     present = [c for c in classes if c in set(y)]
     metrics: dict[str, Any] = {
         "accuracy": _round(accuracy_score(y, pred)),
-        "error": _round(1.0 - accuracy_score(y, pred)),
+        "error_rate": _round(1.0 - accuracy_score(y, pred)),
         "balanced_accuracy": _round(balanced_accuracy_score(y, pred)),
         "f1_macro": _round(f1_score(y, pred, average="macro", zero_division=0)),
         "log_loss": _round(log_loss(y, proba, labels=classes)),
@@ -88,6 +88,25 @@ def classification_metrics(
         for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
     }
     return metrics
+
+
+# What the DVC metrics files hold. `dvc exp show` makes a column of every
+# metric, so per-class detail goes to a report file and to MLflow instead.
+# (No metric may be called "error": DVC reads that key as a load failure.)
+TRAIN_HEADLINE = ("accuracy", "log_loss", "roc_auc", "n_rows")
+TEST_HEADLINE = (
+    "accuracy",
+    "error_rate",
+    "balanced_accuracy",
+    "f1_macro",
+    "log_loss",
+    "roc_auc",
+    "n_rows",
+)
+
+
+def headline(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def slug(label: str, taken: set[str]) -> str:
