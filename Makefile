@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 BASE ?= main
+# The environment's dvc when there is one (also in test copies without .venv).
+DVC := $(or $(wildcard $(BIN)/dvc),dvc)
 
 # No telemetry, no network: the template must work offline.
 export DVC_NO_ANALYTICS := 1
@@ -16,7 +18,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params plots test test-fast lint format report lock chromium clean help
+.PHONY: env repro params plots remote mlflow-server test test-fast lint format report lock chromium clean help
 
 help:
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
@@ -43,6 +45,29 @@ repro: env
 
 params: env
 	$(BIN)/python -m stages.compose
+
+# A DVC remote on S3 or any S3-compatible store, from the environment. It is
+# written to .dvc/config.local (git-ignored): nothing about it lands in git.
+#   DVC_REMOTE_URL=s3://bucket/prefix [DVC_REMOTE_ENDPOINT=https://host:port] make remote
+# Credentials come from the usual AWS variables (AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...), read by DVC at push/pull time.
+remote:
+	@test -n "$(DVC_REMOTE_URL)" || { echo "set DVC_REMOTE_URL=s3://bucket/prefix (and DVC_REMOTE_ENDPOINT for a non-AWS store)"; exit 2; }
+	$(DVC) remote add --local --force --default storage "$(DVC_REMOTE_URL)"
+	$(if $(DVC_REMOTE_ENDPOINT),$(DVC) remote modify --local storage endpointurl "$(DVC_REMOTE_ENDPOINT)")
+
+# A shared MLflow tracking server on 127.0.0.1: SQLite backend, artifacts in
+# MLFLOW_ARTIFACTS (a local folder, or s3://bucket/prefix with
+# MLFLOW_S3_ENDPOINT_URL for an S3-compatible store). Point the pipeline at it
+# with MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT).
+MLFLOW_PORT ?= 5000
+MLFLOW_HOME ?= .mlflow-server
+MLFLOW_ARTIFACTS ?= $(abspath $(MLFLOW_HOME))/artifacts
+mlflow-server: env
+	mkdir -p $(MLFLOW_HOME)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --workers 1 --backend-store-uri sqlite:///$(abspath $(MLFLOW_HOME))/mlflow.db \
+	  --artifacts-destination $(MLFLOW_ARTIFACTS)
 
 plots: env
 	$(BIN)/python -m tabular_pipeline.plots --out dvc_plots

@@ -26,6 +26,7 @@ def main() -> None:
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     cfg = parse_section(params, "evaluate", EvaluateConfig)
     track = parse_section(params, "tracking", TrackingConfig)
+    tracking.preflight()
 
     test = stage.read_parquet(split_dir / "test.parquet")
     pipeline = stage.load_object(model_path)

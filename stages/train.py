@@ -32,6 +32,7 @@ def main() -> None:
     featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     cfg = parse_section(params, "train", TrainConfig)
     track = parse_section(params, "tracking", TrackingConfig)
+    tracking.preflight()
     model_cfg = dict(params["model"])
 
     frames = {

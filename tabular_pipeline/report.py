@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tabular_pipeline.charts_md import plot_markdown
 from tabular_pipeline.plots import dvc_plot_specs, render_charts, write_plots_page
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def build_report(base: str, out_dir: Path, plots_url: str | None = None) -> Path
     params = dvc("params", "diff", base, "--md")
     metrics = dvc("metrics", "diff", base, "--md", "--precision", "4")
     plots_dir = out_dir / "plots"
-    charts = render_charts(dvc_plot_specs([base]))
-    write_plots_page(charts, plots_dir, f"Plots: {base} vs workspace")
-    images = "\n".join(f"![{c.plot_id}](plots/{c.name}.svg)" for c in charts)
+    payload = dvc_plot_specs([base])
+    write_plots_page(render_charts(payload), plots_dir, f"Plots: {base} vs workspace")
+    drawn = "\n\n".join(plot_markdown(payload))
     where = (
         f"[the CI run]({plots_url}) (artifact `pipeline-report`, file `plots/index.html`)"
         if plots_url
@@ -52,8 +53,8 @@ def build_report(base: str, out_dir: Path, plots_url: str | None = None) -> Path
         section("Metrics", metrics, f"No metrics changed against `{base}`."),
         section(
             "Plots",
-            "ROC, precision-recall, calibration, confusion matrix and permutation importance "
-            f"for `{base}` and the workspace, overlaid: {where} (renders offline).\n\n{images}",
+            f"Series in each chart, in order: `{base}`, then the workspace. Full-resolution "
+            f"plots of both revisions, overlaid: {where} (renders offline).\n\n{drawn}",
             "",
         ),
     ]

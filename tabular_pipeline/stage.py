@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +38,51 @@ def run(main: Callable[[], None]) -> None:
     except PipelineError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except OSError as exc:
+        # Disk full, read-only or forbidden output: the user's environment, not a bug.
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        where = exc.filename or "an output"
+        log.error("cannot write %s: %s; dvc.lock is unchanged", _relative(where), exc.strerror)
+        sys.exit(1)
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _relative(path: str | Path) -> str:
+    """Outputs named as in dvc.yaml, not as the temp file that failed."""
+    p = Path(str(path))
+    if p.name.startswith(".") and p.name.endswith(".tmp"):
+        p = p.with_name(p.name[1:].rsplit(".", 2)[0])
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path``, renamed over it on success.
+
+    DVC deletes outputs before a stage runs but does not make them atomic: a
+    stage killed mid-write would leave a half file that looks like an output.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename and str(tmp) in str(exc.filename):
+            exc.filename = str(path)
+        raise
 
 
 def write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def read_json(path: Path) -> Any:
@@ -46,8 +90,8 @@ def read_json(path: Path) -> Any:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -59,8 +103,8 @@ def read_parquet(path: Path) -> pd.DataFrame:
 def save_object(obj: Any, path: Path) -> None:
     import joblib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(obj, path)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        joblib.dump(obj, fh)
 
 
 def load_object(path: Path) -> Any:
@@ -68,4 +112,11 @@ def load_object(path: Path) -> Any:
 
     if not path.exists():
         raise PipelineError(f"{path}: missing input (run the upstream stage first)")
-    return joblib.load(path)
+    try:
+        return joblib.load(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise PipelineError(
+            f"{path}: cannot load ({type(exc).__name__}: {exc}); the file is damaged or from "
+            f"another version: restore it with `dvc checkout {path}` or rebuild it with "
+            "`dvc repro -f` on the stage that writes it"
+        ) from exc

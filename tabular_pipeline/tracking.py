@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tabular_pipeline.errors import PipelineError
+
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
@@ -50,11 +52,52 @@ def store_lock(root: Path, uri: str) -> Iterator[None]:
         yield
 
 
+# MLflow's own defaults retry 7 times with a 120 s timeout: about 4 minutes
+# before a dead server fails the stage. These apply unless the user set them.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+def check_server(uri: str) -> None:
+    """Fail fast, in one line naming the URI, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    timeout = float(
+        os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+    )
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: auth and paths are MLflow's business from here
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(
+            f"MLflow tracking server {uri} is unreachable: {reason} (timeout {timeout:g} s); "
+            "start it (`make mlflow-server`) or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from exc
+
+
+def preflight(root: Path | None = None) -> str:
+    """Check the tracking store before a stage spends minutes on work it could not log."""
+    for var, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(var, value)
+    uri = tracking_uri(root or project_root())
+    check_server(uri)
+    return uri
+
+
 def configure(root: Path, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id (created on first use)."""
+    uri = preflight(root)
     import mlflow
 
-    uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

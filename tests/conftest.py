@@ -46,10 +46,14 @@ def toy_frame() -> pd.DataFrame:
 
 
 def run(
-    cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600
+    cmd: list[str],
+    cwd: Path,
+    check: bool = True,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a CLI in the project copy with the test environment's tools first on PATH."""
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | (env or {})
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

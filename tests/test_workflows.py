@@ -82,7 +82,7 @@ def make_targets() -> set[str]:
 # --- shared setup ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["test.yml", "pr-report.yml"])
+@pytest.mark.parametrize("name", ["test.yml", "pr-report.yml", "cache.yml"])
 def test_common_setup(name: str) -> None:
     wf = load(name)
     job = only_job(wf)
@@ -168,13 +168,16 @@ def test_pr_workflow_fetches_full_history(pr_wf: dict[str, Any]) -> None:
 def test_pr_workflow_repro_report_upload_comment_in_order(pr_wf: dict[str, Any]) -> None:
     job = only_job(pr_wf)
     all_steps = steps(job)
+    pull = index_of(all_steps, runs(r"dvc pull --run-cache"), "pulls from the DVC remote")
     repro = index_of(all_steps, runs(r"^make repro$"), "runs `make repro`")
     report = index_of(all_steps, runs(r"^make report BASE="), "runs `make report`")
     upload = index_of(all_steps, uses("actions/upload-artifact"), "uploads the artifact")
-    setup_cml = index_of(all_steps, uses("iterative/setup-cml"), "sets up CML")
-    comment = index_of(all_steps, runs(r"^cml comment "), "posts the CML comment")
-    assert repro < report < upload < comment
-    assert setup_cml < comment
+    comment = index_of(all_steps, runs(r"^gh pr comment "), "posts the comment")
+    assert pull < repro < report < upload < comment
+    # the pull only runs when the remote is configured, and never fails the job
+    assert all_steps[pull]["if"] == "env.DVC_REMOTE_URL != ''"
+    assert "make remote" in all_steps[pull]["run"] and "|| echo" in all_steps[pull]["run"]
+    assert job["env"]["DVC_REMOTE_URL"] == "${{ secrets.DVC_REMOTE_URL }}"
 
     # the report compares against the PR's base branch, as fetched from origin
     report_step = all_steps[report]
@@ -185,20 +188,33 @@ def test_pr_workflow_repro_report_upload_comment_in_order(pr_wf: dict[str, Any])
     assert artifact["uses"] == "actions/upload-artifact@v4"
     assert artifact["with"]["name"] == "pipeline-report"
     assert artifact["with"]["path"] == "reports/pr"
+    # CML is gone: unmaintained, and not installable from the npm registry
+    assert not any("cml" in str(s.get("uses", "")) + str(s.get("run", "")) for s in all_steps)
 
-    assert all_steps[setup_cml]["uses"] == "iterative/setup-cml@v2"
 
-
-def test_pr_workflow_updates_one_watermarked_comment(pr_wf: dict[str, Any]) -> None:
+def test_pr_workflow_edits_one_comment_with_gh(pr_wf: dict[str, Any]) -> None:
     job = only_job(pr_wf)
     all_steps = steps(job)
-    step = all_steps[index_of(all_steps, runs(r"^cml comment "), "posts the CML comment")]
+    step = all_steps[index_of(all_steps, runs(r"^gh pr comment "), "posts the comment")]
     args = step["run"].split()
-    # `update` edits the comment with the same watermark (creates it the first time);
-    # `create` would add a new comment on every push.
-    assert args[:3] == ["cml", "comment", "update"]
-    assert '--watermark-title="Pipeline report"' in step["run"]
-    assert args[-1] == "reports/pr/report.md"
-    assert env_of(pr_wf, job, step)["REPO_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert args[:4] == ["gh", "pr", "comment", '"${PR_NUMBER}"']
+    assert "--edit-last" in args and "--create-if-none" in args
+    assert args[args.index("--body-file") + 1] == "reports/pr/report.md"
+    env = env_of(pr_wf, job, step)
+    assert env["GH_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert env["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
     # fork PRs get a read-only token: the comment step is skipped for them
     assert "github.event.pull_request.head.repo.full_name" in step["if"]
+
+
+def test_cache_workflow_pushes_run_cache_on_main_only_with_a_remote() -> None:
+    wf = load("cache.yml")
+    assert triggers(wf)["push"]["branches"] == ["main"]
+    job = only_job(wf)
+    all_steps = steps(job)
+    push = index_of(all_steps, runs(r"dvc push --run-cache"), "pushes the run cache")
+    repro = index_of(all_steps, runs(r"^make repro$"), "runs `make repro`")
+    assert repro < push
+    for i in (push, repro):
+        assert all_steps[i]["if"] == "env.DVC_REMOTE_URL != ''"
+    assert {"remote", "repro", "env"} <= make_targets()
