@@ -72,7 +72,7 @@ def _bars(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple) -
     for rows in _series(values, revs).values():
         by_cat = {str(r[yf]): _num(r[xf]) for r in rows}
         bars.append("    bar " + json.dumps([round(by_cat.get(c, 0.0), 4) for c in cats]))
-    head = ["```mermaid", "xychart-beta", f'    title "{title}"']
+    head = ["```mermaid", "xychart-beta horizontal", f'    title "{title}"']
     axes = [f"    x-axis {json.dumps(cats)}", f'    y-axis "{xf}"']
     return "\n".join([*head, *axes, *bars, "```"])
 

@@ -69,14 +69,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
     stage killed mid-write would leave a half file that looks like an output.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename and str(tmp) in str(exc.filename):
-            exc.filename = str(path)
+        if isinstance(exc, OSError) and (not exc.filename or str(tmp) in str(exc.filename)):
+            exc.filename = str(path)  # name the output, not the temp file (or nothing)
         raise
 
 

@@ -53,8 +53,9 @@ def run(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a CLI in the project copy with the test environment's tools first on PATH."""
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | (env or {})
-    env.pop("MLFLOW_TRACKING_URI", None)
+    base = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    base.pop("MLFLOW_TRACKING_URI", None)  # tests use the project's own store unless told
+    env = base | (env or {})
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
