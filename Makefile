@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params test test-fast lint format report lock clean help
+.PHONY: env repro params test test-fast lint format report lock clean help serve chromium
 
 help:
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
@@ -24,6 +24,7 @@ help:
 	@echo "make test-fast  unit tests only (no end-to-end dvc runs)"
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
+	@echo "make serve    serve the built Bento on 127.0.0.1 (port: serve.port; key: \$$TABULAR_API_KEY)"
 
 env: $(STAMP)
 
@@ -43,11 +44,21 @@ repro: env
 params: env
 	$(BIN)/python -m stages.compose
 
-test: env lint
+test: env lint chromium
 	$(BIN)/pytest
 
 test-fast: env
 	$(BIN)/pytest -m "not slow"
+
+# Serves models/service.bento (built by `make repro`) from a project-local,
+# git-ignored BentoML store (.bentoml/). Needs TABULAR_API_KEY unless serve.auth: none.
+serve: env
+	$(BIN)/python -m tabular_pipeline.serving.cli
+
+# Headless Chromium for the API docs screenshot test (Debian package).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: the docs screenshot test will be skipped"
 
 lint: env
 	$(BIN)/ruff check .
