@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import io
 import json
+import lzma
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -269,4 +269,4 @@ def test_repack_is_byte_stable(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "a.out") as tar:
         text = tar.extractfile("bento.yaml").read().decode()  # type: ignore[union-attr]
     assert package.FIXED_TIME in text and "name: x" in text
-    assert gzip.decompress((tmp_path / "a.out").read_bytes())[:9] == b"bento.yam"
+    assert lzma.decompress((tmp_path / "a.out").read_bytes())[:9] == b"bento.yam"

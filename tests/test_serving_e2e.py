@@ -64,8 +64,8 @@ def test_archive_is_built_self_contained_and_pinned(built_project: Path) -> None
     import tarfile
 
     with tarfile.open(archive) as tar:
-        reqs = tar.extractfile("env/python/requirements.txt").read().decode()  # type: ignore[union-attr]
-        bento = yaml.safe_load(tar.extractfile("bento.yaml").read())  # type: ignore[union-attr]
+        reqs = tar.extractfile("./env/python/requirements.txt").read().decode()  # type: ignore[union-attr]
+        bento = yaml.safe_load(tar.extractfile("./bento.yaml").read())  # type: ignore[union-attr]
     pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
     assert any(p.startswith("scikit-learn==") for p in pins), reqs
     assert all("==" in p for p in pins if not p.startswith("-")), reqs

@@ -30,7 +30,8 @@ def archive_tag(archive: Path) -> str:
     if not archive.exists():
         raise PipelineError(f"{archive}: no serving artifact; run `make repro` first")
     with tarfile.open(archive, "r:*") as tar:
-        member = tar.extractfile("bento.yaml")
+        names = [n for n in ("./bento.yaml", "bento.yaml") if n in tar.getnames()]
+        member = tar.extractfile(names[0]) if names else None
         if member is None:
             raise PipelineError(f"{archive}: not a Bento archive (no bento.yaml)")
         info = yaml.safe_load(member.read())

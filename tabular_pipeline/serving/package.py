@@ -14,12 +14,12 @@ Traps this works around (see shared stack facts):
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.metadata
 import io
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -211,7 +211,7 @@ def _build(
 
 
 def repack_deterministic(src: Path, dst: Path) -> None:
-    """Rewrite the exported archive with fixed times, owners, order and gzip header."""
+    """Rewrite the exported archive with fixed times, owners and member order."""
     members: list[tuple[tarfile.TarInfo, bytes | None]] = []
     with tarfile.open(src, "r:*") as tar:
         for info in tar.getmembers():
@@ -239,11 +239,12 @@ def repack_deterministic(src: Path, dst: Path) -> None:
                 tar.addfile(clean, io.BytesIO(data))
             else:
                 tar.addfile(clean)
-    with dst.open("wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-        gz.write(raw.getvalue())
+    # xz, like BentoML's own .bento export (`bentoml import` picks by extension);
+    # the xz container has no timestamp.
+    dst.write_bytes(lzma.compress(raw.getvalue(), format=lzma.FORMAT_XZ, preset=6))
 
 
 def archive_listing(path: Path) -> dict[str, Any]:
     """Names and sizes in an archive (tests check nothing from data/ got in)."""
     with tarfile.open(path, "r:*") as tar:
-        return {m.name: m.size for m in tar.getmembers() if m.isfile()}
+        return {m.name.removeprefix("./"): m.size for m in tar.getmembers() if m.isfile()}
