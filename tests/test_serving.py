@@ -57,9 +57,7 @@ def fitted(frame: pd.DataFrame, target: str, estimator: Any, featurizer: Any = N
 
 @pytest.fixture(scope="module")
 def adult_pipeline(adult: pd.DataFrame, adult_cfg: DataConfig) -> Any:
-    return fitted(
-        adult.iloc[:1500], adult_cfg.target, HistGradientBoostingClassifier(max_iter=30)
-    )
+    return fitted(adult.iloc[:1500], adult_cfg.target, HistGradientBoostingClassifier(max_iter=30))
 
 
 def test_adult_schema_types_and_nullability(adult_pipeline: Any, adult_cfg: DataConfig) -> None:
@@ -144,12 +142,15 @@ def test_fast_path_is_exact_on_adult(
     test.loc[::11, "native_country"] = "Atlantis"
     predictor = FastPredictor(pipeline, specs)
     assert predictor.fast, predictor.reason
+    assert predictor.compiled_estimator == isinstance(estimator, HistGradientBoostingClassifier)
     rows = frame_to_rows(test, specs)
     expected = pipeline.predict_proba(test.drop(columns=[adult_cfg.target]))
     assert np.array_equal(predictor.predict_proba(rows), expected)
     # One row alone (BLAS may round a 1-row product differently from a batch).
     one = pipeline.predict_proba(test.drop(columns=[adult_cfg.target]).iloc[:1])
     assert np.array_equal(predictor.predict_proba(rows[:1]), one)
+    few = pipeline.predict_proba(test.drop(columns=[adult_cfg.target]).iloc[:9])
+    assert np.array_equal(predictor.predict_proba(rows[:9]), few)
 
 
 def test_unknown_featurizer_step_falls_back_to_the_pipeline(toy_frame: pd.DataFrame) -> None:

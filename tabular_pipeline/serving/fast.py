@@ -33,6 +33,7 @@ from tabular_pipeline.serving.schema import FieldSpec, rows_to_frame
 log = logging.getLogger(__name__)
 
 UNKNOWN = "\x00unknown-category\x00"
+SMALL_BATCH = 16  # rows up to which a compiled estimator is used
 
 
 @dataclass
@@ -102,7 +103,9 @@ def _categorical_blocks(
         values: list[Any] = [*known, np.nan, UNKNOWN]  # NaN: how a missing category arrives
         probe = pd.DataFrame(
             {
-                c: pd.Series(values if c == column else [known[0] if known else np.nan] * len(values))
+                c: pd.Series(
+                    values if c == column else [known[0] if known else np.nan] * len(values)
+                )
                 for c in columns
             },
             dtype=object,
@@ -126,6 +129,74 @@ def _categorical_blocks(
     return blocks
 
 
+class HGBForest:
+    """HistGradientBoosting's tree ensemble walked for all trees at once in numpy.
+
+    sklearn predicts tree by tree (hundreds of Cython calls, each with its own
+    allocation and thread set-up): ~30 us a tree on a single row. Here every
+    row walks every tree in lock-step; leaf values are summed in sklearn's
+    order (baseline, then tree 0, 1, ...) with a sequential cumulative sum, so
+    the float64 result is the same, and the same loss link makes probabilities.
+    """
+
+    def __init__(self, estimator: Any) -> None:
+        if getattr(estimator, "_preprocessor", None) is not None:
+            raise Unsupported("HGB with its own categorical preprocessing")
+        trees = [p for iteration in estimator._predictors for p in iteration]
+        self.k = int(estimator.n_trees_per_iteration_)
+        nodes = [t.nodes for t in trees]
+        if any(n["is_categorical"].any() for n in nodes):
+            raise Unsupported("HGB with categorical splits")
+        offsets = np.cumsum([0] + [len(n) for n in nodes[:-1]])
+        allnodes = np.concatenate(nodes)
+        sizes = np.repeat(offsets, [len(n) for n in nodes])
+        self.roots = offsets.astype(np.intp)
+        self.value = allnodes["value"].astype(np.float64)
+        self.feature = allnodes["feature_idx"].astype(np.intp)
+        self.threshold = allnodes["num_threshold"].astype(np.float64)
+        self.missing_left = allnodes["missing_go_to_left"].astype(bool)
+        self.leaf = allnodes["is_leaf"].astype(bool)
+        self.left = (allnodes["left"] + sizes).astype(np.intp)
+        self.right = (allnodes["right"] + sizes).astype(np.intp)
+        self.baseline = np.asarray(estimator._baseline_prediction, dtype=np.float64).ravel()
+        self.loss = estimator._loss
+        self.n_features = int(estimator.n_features_in_)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        n = X.shape[0]
+        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        rows = np.arange(n)[:, None]
+        while True:
+            active = ~self.leaf[node]
+            if not active.any():
+                break
+            values = X[rows, self.feature[node]]
+            left = np.where(
+                np.isnan(values), self.missing_left[node], values <= self.threshold[node]
+            )
+            node = np.where(active, np.where(left, self.left[node], self.right[node]), node)
+        leaves = self.value[node]  # (n, iterations * k), iteration-major like sklearn
+        raw = np.empty((n, self.k), dtype=np.float64, order="F")
+        for k in range(self.k):
+            terms = np.concatenate(
+                [np.full((n, 1), self.baseline[k]), leaves[:, k :: self.k]], axis=1
+            )
+            raw[:, k] = np.cumsum(terms, axis=1)[:, -1]
+        return np.asarray(self.loss.predict_proba(raw))
+
+
+def compile_estimator(estimator: Any) -> Any:
+    """A faster exact ``predict_proba`` for estimators we know; None for the others."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if type(estimator) is HistGradientBoostingClassifier:
+        try:
+            return HGBForest(estimator).predict_proba
+        except (Unsupported, AttributeError, KeyError, ValueError) as exc:
+            log.info("HGB fast path off: %s", exc)
+    return None
+
+
 class FastPredictor:
     """``predict_proba`` on JSON rows: compiled featurizer if verified exact, else the pipeline."""
 
@@ -140,7 +211,14 @@ class FastPredictor:
             self.fast = True
         except Unsupported as exc:
             self.fast, self.reason = False, str(exc)
+        self.compiled_estimator = False
         if self.fast:
+            compiled = compile_estimator(self.estimator)
+            if compiled is not None:
+                self._estimate, self.compiled_estimator = compiled, True
+                if self._self_check():
+                    log.warning("compiled %s differs: using its predict_proba", self.estimator)
+                    self._estimate, self.compiled_estimator = self.estimator.predict_proba, False
             mismatch = self._self_check()
             if mismatch:
                 self.fast, self.reason = False, mismatch
@@ -154,6 +232,7 @@ class FastPredictor:
             raise Unsupported("pipeline is not featurizer + estimator")
         featurizer: ColumnTransformer = steps[0][1]
         self.estimator = steps[1][1]
+        self._estimate = self.estimator.predict_proba
         if getattr(featurizer, "sparse_output_", False):
             raise Unsupported("sparse featurizer output")
         if getattr(featurizer, "_sklearn_output_config", {}).get("transform") not in (
@@ -221,7 +300,12 @@ class FastPredictor:
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
         if self.fast:
-            return np.asarray(self.estimator.predict_proba(self.transform(rows)))
+            X = self.transform(rows)
+            # The lock-step walk wins on small requests; sklearn's per-tree Cython
+            # loop wins on big batches. Both are exact.
+            if len(rows) <= SMALL_BATCH:
+                return np.asarray(self._estimate(X))
+            return np.asarray(self.estimator.predict_proba(X))
         return np.asarray(self.pipeline.predict_proba(self._frame(rows)))
 
     # -- self check --------------------------------------------------------------
@@ -255,7 +339,7 @@ class FastPredictor:
         if expected_X.dtype != got_X.dtype or not np.array_equal(expected_X, got_X):
             return "compiled featurizer differs from the fitted one"
         expected = self.pipeline.predict_proba(self._frame(rows))
-        got = self.estimator.predict_proba(got_X)
+        got = self._estimate(got_X)
         if not np.array_equal(expected, got):
             return "estimator output differs from pipeline.predict_proba"
         return ""

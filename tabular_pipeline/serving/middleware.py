@@ -54,9 +54,7 @@ def _is_open(path: str, open_paths: list[str]) -> bool:
 class ApiKeyAuth:
     """401 unless ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; probes may stay open."""
 
-    def __init__(
-        self, app: App, api_key: Callable[[], str | None], open_paths: list[str]
-    ) -> None:
+    def __init__(self, app: App, api_key: Callable[[], str | None], open_paths: list[str]) -> None:
         self.app = app
         key = api_key()  # resolved when the worker builds its app: raises without a key
         self.key = key.encode() if key else None
@@ -195,7 +193,9 @@ class OfflineDocs:
                     assert start is not None
                     body = strip_trackers(b"".join(parts))
                     headers = [
-                        (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+                        (k, v)
+                        for k, v in start.get("headers", [])
+                        if k.lower() != b"content-length"
                     ]
                     headers.append((b"content-length", str(len(body)).encode()))
                     await send({**start, "headers": headers})

@@ -140,14 +140,14 @@ def request_model(specs: list[FieldSpec], name: str = "Row") -> type[Any]:
         ):
             desc += f"; training range [{spec.minimum}, {spec.maximum}] (not enforced)"
         if spec.nullable:
-            base = base | None  # type: ignore[operator]
+            base = base | None
             desc += "; null allowed (imputed)"
         fields[spec.name] = (
             base,
             Field(..., description=desc, json_schema_extra={k: v for k, v in extra.items() if v}),
         )
     config = ConfigDict(extra="forbid", strict=True)
-    return create_model(name, __config__=config, **fields)  # type: ignore[call-overload, no-any-return]
+    return create_model(name, __config__=config, **fields)
 
 
 def rows_to_frame(rows: list[dict[str, Any]], specs: list[FieldSpec]) -> pd.DataFrame:
@@ -172,9 +172,7 @@ def frame_to_rows(frame: pd.DataFrame, specs: list[FieldSpec]) -> list[dict[str,
     rows: list[dict[str, Any]] = [{} for _ in range(len(frame))]
     for spec in specs:
         for row, value in zip(rows, frame[spec.name].tolist(), strict=True):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                row[spec.name] = None
-            elif value is pd.NA:
+            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
                 row[spec.name] = None
             elif spec.kind == "category":
                 row[spec.name] = str(value)

@@ -52,6 +52,11 @@ class BatchPrediction(BaseModel):
     model_version: str
 
 
+def _fields(row: Any) -> dict[str, Any]:
+    """A validated row as a plain dict (no serialisation round trip)."""
+    return dict(row.__dict__)
+
+
 def _version(variant: Variant) -> str:
     return variant.model_tag
 
@@ -66,8 +71,13 @@ def _version(variant: Variant) -> str:
 class TabularService:
     def __init__(self) -> None:
         import joblib
+        from threadpoolctl import threadpool_limits
 
         from tabular_pipeline.serving.fast import FastPredictor
+
+        # One OpenMP/BLAS thread per worker: HGB's per-tree OpenMP fan-out costs
+        # more than it saves on a row, and spinning threads starve other requests.
+        threadpool_limits(1)
 
         self.variants = CONFIG.variants
         self.predictors = {}
@@ -127,7 +137,7 @@ class TabularService:
     @bentoml.api(route="/predict")
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Predict one row: the label, the class probabilities and the model version."""
-        labels, probabilities, variant = self._run([dict(row.__dict__)], ctx, "predict")
+        labels, probabilities, variant = self._run([_fields(row)], ctx, "predict")
         return Prediction(
             label=labels[0],
             probabilities=probabilities[0],
@@ -138,9 +148,7 @@ class TabularService:
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> BatchPrediction:
         """Predict a list of rows (at most serve.max_batch_rows)."""
-        labels, probabilities, variant = self._run(
-            [dict(r.__dict__) for r in rows], ctx, "predict_batch"
-        )
+        labels, probabilities, variant = self._run([_fields(r) for r in rows], ctx, "predict_batch")
         return BatchPrediction(
             labels=labels,
             probabilities=probabilities,
@@ -149,14 +157,15 @@ class TabularService:
         )
 
 
+_service: Any = TabularService  # the decorator returns a bentoml Service
 # Starlette applies the list in order, first = outermost: auth runs first (an
 # anonymous client cannot make us buffer a body), then the size limit, then
 # the JSON-only check; OfflineDocs rewrites the Swagger page.
-TabularService.add_asgi_middleware(
+_service.add_asgi_middleware(
     middleware.ApiKeyAuth,
     api_key=lambda: resolve_api_key(SERVE),
     open_paths=SERVE.open_paths,
 )
-TabularService.add_asgi_middleware(middleware.BodyLimit, max_bytes=SERVE.max_body_bytes)
-TabularService.add_asgi_middleware(middleware.JsonOnly, api_paths=API_PATHS)
-TabularService.add_asgi_middleware(middleware.OfflineDocs)
+_service.add_asgi_middleware(middleware.BodyLimit, max_bytes=SERVE.max_body_bytes)
+_service.add_asgi_middleware(middleware.JsonOnly, api_paths=API_PATHS)
+_service.add_asgi_middleware(middleware.OfflineDocs)
