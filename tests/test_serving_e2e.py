@@ -60,7 +60,8 @@ def test_archive_is_built_self_contained_and_pinned(built_project: Path) -> None
     assert "src/serving.json" in names and "src/tabular_pipeline/serving/service.py" in names
     assert "env/docker/Dockerfile" in names
     assert not [n for n in names if n.startswith("src/data/") or "/.dvc/" in n or "mlflow" in n]
-    assert not [n for n in names if n.startswith("src/") and not n.endswith((".py", ".json"))]
+    extra = [n for n in names if n.startswith("src/") and not n.endswith((".py", ".json"))]
+    assert extra == ["src/bentofile.yaml"]
     import tarfile
 
     with tarfile.open(archive) as tar:

@@ -75,9 +75,6 @@ class TabularService:
 
         from tabular_pipeline.serving.fast import FastPredictor
 
-        # One OpenMP/BLAS thread per worker: HGB's per-tree OpenMP fan-out costs
-        # more than it saves on a row, and spinning threads starve other requests.
-        threadpool_limits(1)
 
         self.variants = CONFIG.variants
         self.predictors = {}
@@ -92,6 +89,10 @@ class TabularService:
                 variant.sha256[:12],
                 "on" if self.predictors[variant.name].fast else "off",
             )
+        # One OpenMP/BLAS thread per worker: HGB's per-tree OpenMP fan-out costs
+        # more than it saves on a row, and spinning threads starve other requests.
+        # After loading: the limit only reaches OpenMP runtimes already loaded.
+        threadpool_limits(1)
         self.requests = bentoml.metrics.Counter(
             name="tabular_predictions_total",
             documentation="Predicted rows by model variant and endpoint",
