@@ -28,7 +28,10 @@ app = FastAPI()
 @app.post("/predict")
 def predict(row: Row) -> dict[str, Any]:  # type: ignore[valid-type]
     proba = pipeline.predict_proba(pd.DataFrame([row.model_dump()]))[0]  # type: ignore[attr-defined]
-    return {"label": classes[int(proba.argmax())], "probabilities": dict(zip(classes, proba))}
+    return {
+        "label": classes[int(proba.argmax())],
+        "probabilities": dict(zip(classes, proba, strict=True)),
+    }
 
 
 @app.post("/predict_batch")
@@ -36,5 +39,5 @@ def predict_batch(rows: list[Row]) -> dict[str, Any]:  # type: ignore[valid-type
     proba = pipeline.predict_proba(pd.DataFrame([r.model_dump() for r in rows]))  # type: ignore[attr-defined]
     return {
         "labels": [classes[int(p.argmax())] for p in proba],
-        "probabilities": [dict(zip(classes, p)) for p in proba],
+        "probabilities": [dict(zip(classes, p, strict=True)) for p in proba],
     }

@@ -20,6 +20,7 @@ import yaml
 
 from tabular_pipeline.config import load_params, parse_section
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.serving.runtime import CWD_ENV
 from tabular_pipeline.serving.settings import PackageConfig, ServeConfig
 
 log = logging.getLogger("serve")
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         serve = parse_section(params, "serve", ServeConfig)
         os.environ.setdefault("BENTOML_HOME", str(Path(".bentoml").resolve()))
         os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+        os.environ.setdefault(CWD_ENV, str(Path.cwd()))
         tag = import_archive(args.archive or Path(cfg.out))
     except PipelineError as exc:
         log.error("%s", exc)

@@ -139,44 +139,88 @@ class BodyLimit:
 
 
 class JsonOnly:
-    """415 for POSTs that are not JSON: BentoML would try other serdes (pickle, multipart)."""
+    """405/415/400 before BentoML: POST + JSON only, and list bodies must parse.
 
-    def __init__(self, app: App, api_paths: list[str]) -> None:
+    BentoML would try other serdes (pickle, multipart) for other media types,
+    and it parses list ("root") bodies with ``json.loads`` outside its error
+    handling, so malformed JSON there would be a 500.
+    """
+
+    def __init__(self, app: App, api_paths: list[str], parse_paths: list[str]) -> None:
         self.app = app
         self.api_paths = set(api_paths)
+        self.parse_paths = set(parse_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") in self.api_paths:
-            if scope.get("method") != "POST":
-                await send_json(
-                    send,
-                    405,
-                    {"error": "method not allowed", "detail": "use POST"},
-                    headers=[(b"allow", b"POST")],
-                )
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in self.api_paths:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") != "POST":
+            await send_json(
+                send,
+                405,
+                {"error": "method not allowed", "detail": "use POST"},
+                headers=[(b"allow", b"POST")],
+            )
+            return
+        media = (_header(scope, b"content-type") or "application/json").split(";")[0]
+        if media.strip().lower() != "application/json":
+            await send_json(
+                send,
+                415,
+                {
+                    "error": "unsupported media type",
+                    "detail": f"Content-Type must be application/json, got {media!r}",
+                },
+            )
+            return
+        if path not in self.parse_paths:
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
                 return
-            media = (_header(scope, b"content-type") or "application/json").split(";")[0]
-            if media.strip().lower() != "application/json":
-                await send_json(
-                    send,
-                    415,
-                    {
-                        "error": "unsupported media type",
-                        "detail": f"Content-Type must be application/json, got {media!r}",
-                    },
-                )
-                return
-        await self.app(scope, receive, send)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            json.loads(body or b"null")
+        except (ValueError, RecursionError) as exc:
+            await send_json(
+                send,
+                400,
+                {
+                    "error": "1 validation error: malformed JSON",
+                    "detail": [{"type": "json_invalid", "loc": [], "msg": str(exc)[:200]}],
+                },
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
-class OfflineDocs:
-    """Strip the analytics tag from BentoML's Swagger page so the docs render offline."""
+class RewriteResponse:
+    """Rewrite the (small) response body of one GET path, e.g. the docs page or spec."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, path: str, rewrite: Callable[[bytes], bytes]) -> None:
         self.app = app
+        self.path = path
+        self.rewrite = rewrite
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != "/":
+        if scope["type"] != "http" or scope.get("path") != self.path:
             await self.app(scope, receive, send)
             return
         start: Message | None = None
@@ -191,7 +235,9 @@ class OfflineDocs:
                 parts.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     assert start is not None
-                    body = strip_trackers(b"".join(parts))
+                    body = b"".join(parts)
+                    if start.get("status") == 200:
+                        body = self.rewrite(body)
                     headers = [
                         (k, v)
                         for k, v in start.get("headers", [])

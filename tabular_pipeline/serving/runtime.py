@@ -22,6 +22,7 @@ from tabular_pipeline.serving.schema import FieldSpec
 from tabular_pipeline.serving.settings import ServeConfig
 
 CONFIG_ENV = "TABULAR_SERVING_CONFIG"
+CWD_ENV = "TABULAR_SERVE_CWD"  # where `make serve` ran: base of relative log paths
 CONFIG_NAME = "serving.json"
 MODEL_FILE = "model.joblib"
 

@@ -23,6 +23,8 @@ from tabular_pipeline.config import DataConfig
 from tabular_pipeline.errors import PipelineError
 
 KINDS = ("number", "integer", "boolean", "category")
+MAX_INT = 2**53  # integers beyond this do not convert to float64 exactly (or at all)
+MAX_TEXT = 1000
 
 
 @dataclass
@@ -121,13 +123,13 @@ def request_model(specs: list[FieldSpec], name: str = "Row") -> type[Any]:
         base: Any
         extra: dict[str, Any] = {}
         if spec.kind == "category":
-            base = Annotated[str, Field(max_length=1000)]
+            base = Annotated[str, Field(max_length=MAX_TEXT)]
             extra["examples"] = spec.categories[:3] or None
             desc = "category; unknown values are treated as the featurizer's infrequent group"
             if spec.categories:
                 desc += f"; trained on: {', '.join(spec.categories[:50])}"
         elif spec.kind == "integer":
-            base = int
+            base = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
             desc = "integer"
         elif spec.kind == "boolean":
             base = bool
@@ -183,3 +185,75 @@ def frame_to_rows(frame: pd.DataFrame, specs: list[FieldSpec]) -> list[dict[str,
             else:
                 row[spec.name] = float(value)
     return rows
+
+
+def openapi_row(specs: list[FieldSpec]) -> dict[str, Any]:
+    """The row schema in OpenAPI 3.0 terms (``nullable``), which BentoML's spec loses."""
+    kinds = {"integer": "integer", "number": "number", "boolean": "boolean", "category": "string"}
+    properties: dict[str, Any] = {}
+    for spec in specs:
+        prop: dict[str, Any] = {"type": kinds[spec.kind]}
+        if spec.kind == "integer":
+            prop |= {"minimum": -MAX_INT, "maximum": MAX_INT}
+        if spec.kind == "category":
+            prop["maxLength"] = MAX_TEXT
+            if spec.categories:
+                prop["example"] = spec.categories[0]
+        if spec.nullable:
+            prop["nullable"] = True
+        properties[spec.name] = prop
+    return {
+        "type": "object",
+        "title": "Row",
+        "required": [s.name for s in specs],
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "detail": {}},
+}
+
+
+def patch_openapi(
+    spec: dict[str, Any], specs: list[FieldSpec], max_rows: int, api_paths: list[str]
+) -> dict[str, Any]:
+    """Make BentoML's OpenAPI spec tell the truth: nullable fields, auth, 4xx bodies."""
+    row = openapi_row(specs)
+    components = spec.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas["Row"] = row
+    schemas["Error"] = ERROR_SCHEMA
+    schemas["InvalidArgument"] = ERROR_SCHEMA | {"description": "Bad Request"}
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    ref = {"$ref": "#/components/schemas/Row"}
+    bodies = {
+        "/predict": ref,
+        "/predict_batch": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": ref},
+    }
+    errors = {
+        "401": "Missing or wrong API key",
+        "413": "Request body over serve.max_body_bytes",
+        "415": "Content-Type is not application/json",
+    }
+    for path in api_paths:
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is None:
+            continue
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": bodies[path]}},
+        }
+        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        for code, text in errors.items():
+            operation["responses"][code] = {
+                "description": text,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+    return spec

@@ -8,8 +8,11 @@ so the same code serves any dataset and model the pipeline trains.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tabular_pipeline.serving import middleware
 from tabular_pipeline.serving.runtime import (
+    CWD_ENV,
     MODEL_FILE,
     PredictionLog,
     Variant,
@@ -24,7 +28,7 @@ from tabular_pipeline.serving.runtime import (
     load_config,
     resolve_api_key,
 )
-from tabular_pipeline.serving.schema import request_model
+from tabular_pipeline.serving.schema import patch_openapi, request_model
 
 log = logging.getLogger("tabular_pipeline.serving")
 
@@ -75,7 +79,6 @@ class TabularService:
 
         from tabular_pipeline.serving.fast import FastPredictor
 
-
         self.variants = CONFIG.variants
         self.predictors = {}
         for variant in self.variants:
@@ -107,8 +110,11 @@ class TabularService:
         self.prediction_log = None
         if SERVE.prediction_log.path:
             worker = int(getattr(bentoml.server_context, "worker_index", 0) or 0)
+            # BentoML runs workers inside the Bento: relative paths are taken
+            # from where `make serve` started (TABULAR_SERVE_CWD, set by cli.py).
+            base = Path(os.environ.get(CWD_ENV, "."))
             self.prediction_log = PredictionLog(
-                SERVE.prediction_log.path,
+                str(base / SERVE.prediction_log.path),
                 SERVE.prediction_log.max_bytes,
                 SERVE.prediction_log.backups,
                 worker=max(worker - 1, 0),
@@ -161,12 +167,25 @@ class TabularService:
 _service: Any = TabularService  # the decorator returns a bentoml Service
 # Starlette applies the list in order, first = outermost: auth runs first (an
 # anonymous client cannot make us buffer a body), then the size limit, then
-# the JSON-only check; OfflineDocs rewrites the Swagger page.
+# the JSON-only check; the last two fix the Swagger page (offline) and the spec.
 _service.add_asgi_middleware(
     middleware.ApiKeyAuth,
     api_key=lambda: resolve_api_key(SERVE),
     open_paths=SERVE.open_paths,
 )
 _service.add_asgi_middleware(middleware.BodyLimit, max_bytes=SERVE.max_body_bytes)
-_service.add_asgi_middleware(middleware.JsonOnly, api_paths=API_PATHS)
-_service.add_asgi_middleware(middleware.OfflineDocs)
+_service.add_asgi_middleware(
+    middleware.JsonOnly, api_paths=API_PATHS, parse_paths=["/predict_batch"]
+)
+_service.add_asgi_middleware(
+    middleware.RewriteResponse, path="/", rewrite=middleware.strip_trackers
+)
+
+
+def _patched_spec(body: bytes) -> bytes:
+    spec = json.loads(body)
+    patched = patch_openapi(spec, CONFIG.fields, SERVE.max_batch_rows, API_PATHS)
+    return json.dumps(patched).encode()
+
+
+_service.add_asgi_middleware(middleware.RewriteResponse, path="/docs.json", rewrite=_patched_spec)
