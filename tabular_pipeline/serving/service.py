@@ -71,6 +71,7 @@ def _version(variant: Variant) -> str:
     threads=SERVE.threads,
     traffic={"timeout": 30},
     http={"host": SERVE.host, "port": SERVE.port},
+    logging={"access": {"enabled": SERVE.access_log}},
 )
 class TabularService:
     def __init__(self) -> None:

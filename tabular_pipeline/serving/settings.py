@@ -48,6 +48,7 @@ class ServeConfig:
     threads: int = 4
     max_batch_rows: int = 1000
     max_body_bytes: int = 1_048_576
+    access_log: bool = False
     auth: str = "api_key"  # api_key | none
     api_key_env: str = "TABULAR_API_KEY"
     api_key_file: str | None = None
