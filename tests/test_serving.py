@@ -271,3 +271,24 @@ def test_repack_is_byte_stable(tmp_path: Path) -> None:
         text = tar.extractfile("bento.yaml").read().decode()  # type: ignore[union-attr]
     assert package.FIXED_TIME in text and "name: x" in text
     assert lzma.decompress((tmp_path / "a.out").read_bytes())[:9] == b"bento.yam"
+
+
+def test_openapi_patch_documents_nullability_auth_and_errors(toy_frame: pd.DataFrame) -> None:
+    from tabular_pipeline.serving.schema import patch_openapi
+
+    cfg = DataConfig(name="toy", target="label", expect={"num": ColumnExpect(max_null_frac=0.2)})
+    cfg.max_null_frac = 0.0
+    pipeline = fitted(toy_frame, "label", LogisticRegression(max_iter=500))
+    specs = build_field_specs(pipeline.steps[0][1], cfg)
+    spec: dict[str, Any] = {
+        "paths": {"/predict": {"post": {"responses": {"200": {}}}}},
+        "components": {"schemas": {}},
+    }
+    out = patch_openapi(spec, specs, 7, ["/predict", "/predict_batch"])
+    row = out["components"]["schemas"]["Row"]
+    assert row["properties"]["num"] == {"type": "number", "nullable": True}
+    assert "nullable" not in row["properties"]["colour"]
+    assert row["additionalProperties"] is False and row["required"] == ["num", "count", "colour"]
+    post = out["paths"]["/predict"]["post"]
+    assert {"401", "413", "415"} <= set(post["responses"])
+    assert post["security"] == [{"bearer": []}, {"apiKey": []}]
