@@ -18,7 +18,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params plots remote mlflow-server test test-fast lint format report lock chromium clean help
+.PHONY: env repro params plots remote mlflow-server serve test test-fast lint format report lock chromium clean help
 
 help:
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
@@ -27,6 +27,7 @@ help:
 	@echo "make plots    render the DVC plots to dvc_plots/index.html (works offline)"
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
+	@echo "make serve    serve the built Bento on 127.0.0.1 (port: serve.port; key: \$$TABULAR_API_KEY)"
 
 env: $(STAMP)
 
@@ -88,6 +89,11 @@ test: env lint chromium
 
 test-fast: env
 	$(BIN)/pytest -m "not slow"
+
+# Serves models/service.bento (built by `make repro`) from a project-local,
+# git-ignored BentoML store (.bentoml/). Needs TABULAR_API_KEY unless serve.auth: none.
+serve: env
+	$(BIN)/python -m tabular_pipeline.serving.cli
 
 lint: env
 	$(BIN)/ruff check .

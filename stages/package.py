@@ -1,0 +1,99 @@
+"""Stage package: build the BentoML service from the trained pipeline, as an archive."""
+
+import logging
+import tempfile
+from pathlib import Path
+
+from tabular_pipeline import stage
+from tabular_pipeline.config import (
+    FeaturizeConfig,
+    TrainConfig,
+    load_data_config,
+    load_params,
+    parse_section,
+)
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.serving import package
+from tabular_pipeline.serving.runtime import ServingConfig, Variant
+from tabular_pipeline.serving.schema import build_field_specs
+from tabular_pipeline.serving.settings import PackageConfig, ServeConfig
+
+log = logging.getLogger("package")
+
+
+def fetch_challenger(model_out: str, rev: str, dest: Path) -> Path:
+    """The pipeline file as committed at ``rev`` (through DVC: cache or remote)."""
+    import dvc.api
+
+    try:
+        with dvc.api.open(model_out, rev=rev, mode="rb") as src:
+            dest.write_bytes(src.read())
+    except Exception as exc:  # DVC raises many types for a missing rev/output/cache
+        raise PipelineError(
+            f"package.challenger.rev={rev!r}: cannot read {model_out} at that revision ({exc})"
+        ) from exc
+    return dest
+
+
+def main() -> None:
+    params = load_params()
+    data = load_data_config(params)
+    model_path = Path(parse_section(params, "train", TrainConfig).model_out)
+    featurize = parse_section(params, "featurize", FeaturizeConfig)
+    cfg = parse_section(params, "package", PackageConfig)
+    serve = parse_section(params, "serve", ServeConfig)
+
+    package.check_promoted(Path(cfg.register_decision) if cfg.register_decision else None)
+    pipeline = stage.load_object(model_path)
+    featurizer = pipeline.steps[0][1]
+    specs = build_field_specs(featurizer, data)
+    features = stage.read_json(Path(featurize.features_out))
+    declared = set(features["numeric"]) | set(features["categorical"])
+    if declared != {s.name for s in specs}:
+        raise PipelineError(
+            f"package: {model_path} does not match {featurize.features_out}; re-run featurize/train"
+        )
+    name = package.safe_name(cfg.name)
+    with tempfile.TemporaryDirectory(prefix="challenger-") as tmp:
+        files = {"champion": model_path}
+        shas = {"champion": package.sha256_file(model_path)}
+        if cfg.challenger.rev:
+            if not 0 < cfg.challenger.share < 1:
+                raise PipelineError("package.challenger.share must be between 0 and 1")
+            files["challenger"] = fetch_challenger(
+                str(model_path), cfg.challenger.rev, Path(tmp) / "challenger.joblib"
+            )
+            shas["challenger"] = package.sha256_file(files["challenger"])
+        shares = {"champion": 1.0 - (cfg.challenger.share if cfg.challenger.rev else 0.0)}
+        if cfg.challenger.rev:
+            shares["challenger"] = cfg.challenger.share
+        variants = [
+            Variant(
+                name=v,
+                model_tag=f"{name}-{v}:{shas[v][:20]}",
+                sha256=shas[v],
+                share=shares[v],
+            )
+            for v in files
+        ]
+        config = ServingConfig(
+            name=name,
+            target=data.target,
+            classes=[str(c) for c in pipeline.classes_],
+            fields=specs,
+            variants=variants,
+            serve=serve,
+        )
+        package_root = Path(package.__file__).resolve().parents[1]
+        tag = package.build_archive(config, files, Path(cfg.out), package_root)
+    log.info(
+        "bento %s -> %s (%d fields, variants: %s)",
+        tag,
+        cfg.out,
+        len(specs),
+        ", ".join(f"{v.name}={v.sha256[:12]}" for v in variants),
+    )
+
+
+if __name__ == "__main__":
+    stage.run(main)

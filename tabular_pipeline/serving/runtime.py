@@ -1,0 +1,169 @@
+"""What the service needs at run time, free of BentoML: config, variants, A/B, logging.
+
+``serving.json`` (written by the package stage, shipped in the Bento) holds
+the request schema, the classes, the model variants with their hashes and the
+``serve`` params. Everything here is plain Python so it is unit-tested
+without starting a server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import logging.handlers
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabular_pipeline.serving.schema import FieldSpec
+from tabular_pipeline.serving.settings import ServeConfig
+
+CONFIG_ENV = "TABULAR_SERVING_CONFIG"
+CWD_ENV = "TABULAR_SERVE_CWD"  # where `make serve` ran: base of relative log paths
+CONFIG_NAME = "serving.json"
+MODEL_FILE = "model.joblib"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    name: str
+    model_tag: str  # BentoML model tag inside the Bento
+    sha256: str  # hash of the pipeline file it was built from
+    share: float
+
+
+@dataclass
+class ServingConfig:
+    name: str
+    target: str
+    classes: list[str]
+    fields: list[FieldSpec]
+    variants: list[Variant]
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> ServingConfig:
+        from omegaconf import OmegaConf
+
+        serve = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(ServeConfig), payload.get("serve", {}))
+        )
+        assert isinstance(serve, ServeConfig)
+        return cls(
+            name=payload["name"],
+            target=payload["target"],
+            classes=list(payload["classes"]),
+            fields=[FieldSpec.from_json(f) for f in payload["fields"]],
+            variants=[Variant(**v) for v in payload["variants"]],
+            serve=serve,
+        )
+
+
+def config_path() -> Path:
+    """$TABULAR_SERVING_CONFIG at build time; next to the package inside the Bento."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return Path(__file__).resolve().parents[2] / CONFIG_NAME
+
+
+def load_config(path: Path | None = None) -> ServingConfig:
+    path = path or config_path()
+    return ServingConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+# -- A/B split ---------------------------------------------------------------------
+def bucket(key: str, salt: str) -> float:
+    """A stable number in [0, 1) for a request key: the same key always lands the same."""
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def choose_variant(variants: list[Variant], key: str | None, salt: str) -> Variant:
+    """Sticky split by key; requests without a key go to the first variant (champion)."""
+    if key is None or len(variants) == 1:
+        return variants[0]
+    point = bucket(key, salt)
+    # Challengers take the top of the unit interval, the champion the rest.
+    edge = 1.0
+    for variant in reversed(variants[1:]):
+        edge -= variant.share
+        if point >= edge:
+            return variant
+    return variants[0]
+
+
+# -- API key -----------------------------------------------------------------------
+class AuthConfigError(RuntimeError):
+    """No API key configured and auth was not explicitly disabled."""
+
+
+def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -> str | None:
+    """The key from the env variable, else from the file named in config; None if auth: none."""
+    environ = dict(os.environ) if environ is None else environ
+    if serve.auth == "none":
+        log.warning("serve.auth is 'none': the prediction API is open to anyone who can reach it")
+        return None
+    if serve.auth != "api_key":
+        raise AuthConfigError(f"serve.auth must be 'api_key' or 'none', not {serve.auth!r}")
+    key = environ.get(serve.api_key_env, "").strip()
+    if not key and serve.api_key_file:
+        path = Path(serve.api_key_file).expanduser()
+        if path.is_file():
+            key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        where = f"${serve.api_key_env}"
+        if serve.api_key_file:
+            where += f" or the file {serve.api_key_file}"
+        raise AuthConfigError(
+            f"no API key: set {where}, or set serve.auth: none to serve without auth"
+        )
+    return key
+
+
+# -- prediction log ----------------------------------------------------------------
+class PredictionLog:
+    """JSON lines of served requests (features, prediction, variant, time), rotated by size."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int, worker: int = 0) -> None:
+        target = Path(path)
+        if worker:
+            target = target.with_name(f"{target.stem}.{worker}{target.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = target
+        self.logger = logging.getLogger(f"tabular_pipeline.serving.predictions.{worker}")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        handler = logging.handlers.RotatingFileHandler(
+            target, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self.logger.handlers = [handler]
+
+    def write(
+        self, rows: list[dict[str, Any]], labels: list[str], probas: Any, variant: Variant
+    ) -> None:
+        now = time.time()
+        for row, label, proba in zip(rows, labels, probas, strict=True):
+            record = {
+                "ts": now,
+                "variant": variant.name,
+                "model_sha256": variant.sha256,
+                "features": row,
+                "label": label,
+                "proba": [float(p) for p in proba],
+            }
+            self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
+
+    def close(self) -> None:
+        for handler in self.logger.handlers:
+            handler.close()

@@ -1,0 +1,192 @@
+"""The BentoML service: typed predict/batch endpoints over the pipeline's model(s).
+
+Imported by BentoML (at build time inside the package stage, at serve time
+inside the Bento). The request schema, classes, variants and serve params
+come from ``serving.json`` next to the package (see ``runtime.config_path``),
+so the same code serves any dataset and model the pipeline trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field
+
+from tabular_pipeline.serving import middleware
+from tabular_pipeline.serving.runtime import (
+    CWD_ENV,
+    MODEL_FILE,
+    PredictionLog,
+    Variant,
+    choose_variant,
+    load_config,
+    resolve_api_key,
+)
+from tabular_pipeline.serving.schema import patch_openapi, request_model
+
+log = logging.getLogger("tabular_pipeline.serving")
+
+CONFIG = load_config()
+SERVE = CONFIG.serve
+Row = request_model(CONFIG.fields, name="Row")
+Rows = Annotated[list[Row], Field(min_length=1, max_length=SERVE.max_batch_rows)]  # type: ignore[valid-type]
+KEY_HEADER = SERVE.ab.key_header.lower()
+API_PATHS = ["/predict", "/predict_batch"]
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    label: str
+    probabilities: dict[str, float]
+    variant: str
+    model_version: str
+
+
+class BatchPrediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    labels: list[str]
+    probabilities: list[dict[str, float]]
+    variant: str
+    model_version: str
+
+
+def _fields(row: Any) -> dict[str, Any]:
+    """A validated row as a plain dict (no serialisation round trip)."""
+    return dict(row.__dict__)
+
+
+def _version(variant: Variant) -> str:
+    return variant.model_tag
+
+
+@bentoml.service(
+    name=CONFIG.name,
+    workers=SERVE.workers,
+    threads=SERVE.threads,
+    traffic={"timeout": 30},
+    http={"host": SERVE.host, "port": SERVE.port},
+    logging={"access": {"enabled": SERVE.access_log}},
+)
+class TabularService:
+    def __init__(self) -> None:
+        import joblib
+        from threadpoolctl import threadpool_limits
+
+        from tabular_pipeline.serving.fast import FastPredictor
+
+        self.variants = CONFIG.variants
+        self.predictors = {}
+        for variant in self.variants:
+            stored = bentoml.models.get(variant.model_tag)
+            pipeline = joblib.load(stored.path_of(MODEL_FILE))
+            self.predictors[variant.name] = FastPredictor(pipeline, CONFIG.fields)
+            log.info(
+                "variant %s: model %s (sha256 %s), fast path %s",
+                variant.name,
+                variant.model_tag,
+                variant.sha256[:12],
+                "on" if self.predictors[variant.name].fast else "off",
+            )
+        # One OpenMP/BLAS thread per worker: HGB's per-tree OpenMP fan-out costs
+        # more than it saves on a row, and spinning threads starve other requests.
+        # After loading: the limit only reaches OpenMP runtimes already loaded.
+        threadpool_limits(1)
+        self.requests = bentoml.metrics.Counter(
+            name="tabular_predictions_total",
+            documentation="Predicted rows by model variant and endpoint",
+            labelnames=["variant", "endpoint"],
+        )
+        self.latency = bentoml.metrics.Histogram(
+            name="tabular_predict_seconds",
+            documentation="Model time per request (featurize + predict), by variant",
+            labelnames=["variant", "endpoint"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.prediction_log = None
+        if SERVE.prediction_log.path:
+            worker = int(getattr(bentoml.server_context, "worker_index", 0) or 0)
+            # BentoML runs workers inside the Bento: relative paths are taken
+            # from where `make serve` started (TABULAR_SERVE_CWD, set by cli.py).
+            base = Path(os.environ.get(CWD_ENV, "."))
+            self.prediction_log = PredictionLog(
+                str(base / SERVE.prediction_log.path),
+                SERVE.prediction_log.max_bytes,
+                SERVE.prediction_log.backups,
+                worker=max(worker - 1, 0),
+            )
+
+    def _run(
+        self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str
+    ) -> tuple[list[str], list[dict[str, float]], Variant]:
+        key = ctx.request.headers.get(KEY_HEADER)
+        variant = choose_variant(self.variants, key, SERVE.ab.salt)
+        predictor = self.predictors[variant.name]
+        start = time.perf_counter()
+        proba = predictor.predict_proba(rows)
+        self.latency.labels(variant=variant.name, endpoint=endpoint).observe(
+            time.perf_counter() - start
+        )
+        self.requests.labels(variant=variant.name, endpoint=endpoint).inc(len(rows))
+        classes = predictor.classes
+        top = proba.argmax(axis=1)
+        labels = [classes[i] for i in top]
+        probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in proba]
+        if self.prediction_log is not None:
+            self.prediction_log.write(rows, labels, proba, variant)
+        ctx.response.metadata["x-model-variant"] = variant.name
+        return labels, probabilities, variant
+
+    @bentoml.api(route="/predict")
+    async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
+        """Predict one row: the label, the class probabilities and the model version."""
+        labels, probabilities, variant = self._run([_fields(row)], ctx, "predict")
+        return Prediction(
+            label=labels[0],
+            probabilities=probabilities[0],
+            variant=variant.name,
+            model_version=_version(variant),
+        )
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> BatchPrediction:
+        """Predict a list of rows (at most serve.max_batch_rows)."""
+        labels, probabilities, variant = self._run([_fields(r) for r in rows], ctx, "predict_batch")
+        return BatchPrediction(
+            labels=labels,
+            probabilities=probabilities,
+            variant=variant.name,
+            model_version=_version(variant),
+        )
+
+
+_service: Any = TabularService  # the decorator returns a bentoml Service
+# Starlette applies the list in order, first = outermost: auth runs first (an
+# anonymous client cannot make us buffer a body), then the size limit, then
+# the JSON-only check; the last two fix the Swagger page (offline) and the spec.
+_service.add_asgi_middleware(
+    middleware.ApiKeyAuth,
+    api_key=lambda: resolve_api_key(SERVE),
+    open_paths=SERVE.open_paths,
+)
+_service.add_asgi_middleware(middleware.BodyLimit, max_bytes=SERVE.max_body_bytes)
+_service.add_asgi_middleware(
+    middleware.JsonOnly, api_paths=API_PATHS, parse_paths=["/predict_batch"]
+)
+_service.add_asgi_middleware(
+    middleware.RewriteResponse, path="/", rewrite=middleware.strip_trackers
+)
+
+
+def _patched_spec(body: bytes) -> bytes:
+    spec = json.loads(body)
+    patched = patch_openapi(spec, CONFIG.fields, SERVE.max_batch_rows, API_PATHS)
+    return json.dumps(patched).encode()
+
+
+_service.add_asgi_middleware(middleware.RewriteResponse, path="/docs.json", rewrite=_patched_spec)

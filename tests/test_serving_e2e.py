@@ -1,0 +1,313 @@
+"""End to end: the package stage's archive, served for real on a free port.
+
+One service start per session (fixture ``served``): a copy of the built
+sample project with a challenger variant (the same model from git HEAD) and
+the prediction log on, so every endpoint, auth, 4xx case, A/B and the log
+are checked against one running server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tabular_pipeline.serving import package
+from tests.conftest import BIN, git, ran_stages, run
+
+pytestmark = pytest.mark.slow
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@dataclass
+class Served:
+    url: str
+    project: Path
+    rows: list[dict[str, Any]]
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_archive_is_built_self_contained_and_pinned(built_project: Path) -> None:
+    lock = yaml.safe_load((built_project / "dvc.lock").read_text())
+    outs = {o["path"]: o["md5"] for o in lock["stages"]["package"]["outs"]}
+    archive = built_project / "models/service.bento"
+    assert set(outs) == {"models/service.bento"} and archive.exists()
+    names = package.archive_listing(archive)
+    assert "src/serving.json" in names and "src/tabular_pipeline/serving/service.py" in names
+    assert "env/docker/Dockerfile" in names
+    assert not [n for n in names if n.startswith("src/data/") or "/.dvc/" in n or "mlflow" in n]
+    extra = [n for n in names if n.startswith("src/") and not n.endswith((".py", ".json"))]
+    assert extra == ["src/bentofile.yaml"]
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        reqs = tar.extractfile("./env/python/requirements.txt").read().decode()  # type: ignore[union-attr]
+        bento = yaml.safe_load(tar.extractfile("./bento.yaml").read())  # type: ignore[union-attr]
+    pins = [line for line in reqs.splitlines() if line and not line.startswith("#")]
+    assert any(p.startswith("scikit-learn==") for p in pins), reqs
+    assert all("==" in p for p in pins if not p.startswith("-")), reqs
+    assert bento["creation_time"] == package.FIXED_TIME
+    sha = package.sha256_file(built_project / "models/model.joblib")
+    assert bento["labels"]["model-champion"] == sha[:40]
+    assert [m["tag"] for m in bento["models"]] == [f"adult-classifier-champion:{sha[:20]}"]
+
+
+@pytest.fixture(scope="session")
+def served(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("served")
+    project = tmp / "project"
+    shutil.copytree(built_project, project, symlinks=True)
+    cfg = project / "conf/config.yaml"
+    text = cfg.read_text()
+    text = text.replace("rev: null ", "rev: HEAD ").replace("share: 0.1 ", "share: 0.3 ")
+    text = text.replace("path: null ", "path: logs/predictions.jsonl ")
+    text = text.replace("max_batch_rows: 1000", "max_batch_rows: 900")
+    cfg.write_text(text)
+    out = run(["dvc", "repro"], project)
+    assert ran_stages(out.stdout) == ["compose", "package"]
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "challenger")
+    port = free_port()
+    env = os.environ | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "TABULAR_API_KEY": KEY,
+    }
+    logfile = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tabular_pipeline.serving.cli", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, (tmp / "server.log").read_text()[-4000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, (tmp / "server.log").read_text()[-4000:]
+            time.sleep(0.5)
+        test = pd.read_parquet(project / "data/split/test.parquet")
+        spec = json.loads((project / "reports/featurize/features.json").read_text())
+        columns = spec["numeric"] + spec["categorical"]
+        rows = [
+            {k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in test[columns].astype(object).to_dict(orient="records")
+        ]
+        yield Served(url, project, rows, project / "logs/predictions.jsonl")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        logfile.close()
+
+
+def post(served: Served, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    return httpx.post(
+        f"{served.url}{path}",
+        content=body if isinstance(body, bytes) else json.dumps(body),
+        headers={"Content-Type": "application/json", **AUTH, **(headers or {})},
+        timeout=30,
+    )
+
+
+def test_probes_are_open_and_predict_needs_the_key(served: Served) -> None:
+    for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(f"{served.url}{path}").status_code == 200, path
+    row = served.rows[0]
+    response = httpx.post(f"{served.url}/predict", json=row)
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    wrong = httpx.post(f"{served.url}/predict", json=row, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+    ok = httpx.post(f"{served.url}/predict", json=row, headers={"X-API-Key": KEY})
+    assert ok.status_code == 200, ok.text
+    body = ok.json()
+    assert body["label"] in body["probabilities"] and set(body["probabilities"]) == {
+        "<=50K",
+        ">50K",
+    }
+    assert body["variant"] == "champion"  # no A/B key: the champion answers
+    assert body["model_version"].startswith("adult-classifier-champion:")
+    assert ok.headers["x-model-variant"] == "champion"
+
+
+def test_served_predictions_equal_evaluate_on_the_full_test_split(served: Served) -> None:
+    predictions = pd.read_parquet(served.project / "data/predictions/test.parquet")
+    assert len(predictions) == len(served.rows) == 800
+    response = post(served, "/predict_batch", served.rows)
+    assert response.status_code == 200, response.text[:2000]
+    body = response.json()
+    got = np.array([[p["<=50K"], p[">50K"]] for p in body["probabilities"]])
+    expected = predictions[["proba_<=50K", "proba_>50K"]].to_numpy()
+    assert np.abs(got - expected).max() <= 1e-9
+    assert body["labels"] == predictions["predicted"].astype(str).tolist()
+    single = [post(served, "/predict", row).json() for row in served.rows[:20]]
+    one_by_one = np.array([s["probabilities"][">50K"] for s in single])
+    assert np.abs(one_by_one - expected[:20, 1]).max() <= 1e-9
+
+
+def test_bad_input_is_a_json_4xx_naming_field_and_rule(served: Served) -> None:
+    row = served.rows[0]
+    no_age = {k: v for k, v in row.items() if k != "age"}
+    cases = {
+        "missing field": ("/predict", no_age, 400, ["age", "missing"]),
+        "wrong type": ("/predict", row | {"age": "forty"}, 400, ["age", "int_type"]),
+        "null not allowed": ("/predict", row | {"sex": None}, 400, ["sex", "string_type"]),
+        "unknown field": ("/predict", row | {"salary": 1}, 400, ["salary", "extra_forbidden"]),
+        "non-finite": (
+            "/predict",
+            json.dumps(row | {"fnlwgt": 1}).replace('"fnlwgt": 1', '"fnlwgt": NaN').encode(),
+            400,
+            ["fnlwgt"],
+        ),
+        "huge number": (
+            "/predict",
+            json.dumps(row).replace(f'"age": {row["age"]}', '"age": 1e999').encode(),
+            400,
+            ["age"],
+        ),
+        "batch too large": ("/predict_batch", [row] * 901, 400, ["too_long"]),
+        "empty batch": ("/predict_batch", [], 400, ["too_short"]),
+        "malformed json": ("/predict", b'{"age": 39,', 400, ["json_invalid"]),
+        "malformed batch": ("/predict_batch", b'[{"age": ', 400, ["json_invalid"]),
+        "huge integer": ("/predict", row | {"capital_gain": 10**400}, 400, ["capital_gain"]),
+        "not an object": ("/predict", [1, 2], 400, ["model_type"]),
+    }
+    for case, (path, body, status, words) in cases.items():
+        response = post(served, path, body)
+        assert response.status_code == status, (case, response.text)
+        payload = response.json()
+        text = json.dumps(payload)
+        assert "Traceback" not in text
+        for word in words:
+            assert word in text, (case, text)
+    too_big = post(served, "/predict_batch", b"[" + b" " * 2_000_000 + b"]")
+    assert too_big.status_code == 413 and "max_body_bytes" in too_big.json()["detail"]
+    wrong_media = httpx.post(
+        f"{served.url}/predict", content=b"age=1", headers={**AUTH, "Content-Type": "text/plain"}
+    )
+    assert wrong_media.status_code == 415 and "application/json" in wrong_media.json()["detail"]
+    # Unknown categories are served (the featurizer's infrequent group), not rejected.
+    unknown = post(served, "/predict", row | {"native_country": "Atlantis"})
+    assert unknown.status_code == 200
+
+
+def test_ab_split_is_sticky_with_the_configured_share(served: Served) -> None:
+    row = served.rows[1]
+    seen = {}
+    with httpx.Client(base_url=served.url, headers=AUTH, timeout=30) as client:
+        for i in range(1000):
+            r = client.post("/predict", json=row, headers={"X-User-Id": f"user-{i}"})
+            assert r.status_code == 200
+            seen[i] = r.json()["variant"]
+        share = sum(v == "challenger" for v in seen.values()) / 1000
+        assert 0.25 < share < 0.35, share
+        for i in range(0, 1000, 50):
+            r = client.post("/predict", json=row, headers={"X-User-Id": f"user-{i}"})
+            assert r.json()["variant"] == seen[i]
+            assert r.json()["model_version"].startswith(f"adult-classifier-{seen[i]}:")
+    metrics = httpx.get(f"{served.url}/metrics").text
+    for variant in ("champion", "challenger"):
+        counter = re.search(
+            rf'tabular_predictions_total{{[^}}]*variant="{variant}"[^}}]*}} (\d+)', metrics
+        )
+        assert counter and float(counter.group(1)) > 0, metrics[-3000:]
+        assert re.search(rf'tabular_predict_seconds_bucket{{[^}}]*variant="{variant}"', metrics)
+    lines = [json.loads(line) for line in served.log.read_text().splitlines()]
+    assert {line["variant"] for line in lines} == {"champion", "challenger"}
+    assert lines[-1]["features"] == row and set(lines[-1]) >= {"ts", "label", "proba"}
+
+
+def test_docs_page_renders_offline_in_chromium(served: Served, tmp_path: Path) -> None:
+    spec = httpx.get(f"{served.url}/docs.json").json()
+    assert {"/predict", "/predict_batch"} <= set(spec["paths"])
+    html = httpx.get(f"{served.url}/").text
+    assert "googletagmanager" not in html and "swagger-ui-bundle.js" in html
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("chromium not installed (make chromium)")
+    shot = tmp_path / "docs.png"
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,2000",
+        "--virtual-time-budget=8000",
+    ]
+    dom = subprocess.run(
+        [*flags, "--dump-dom", f"{served.url}/"], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "opblock" in dom and "/predict_batch" in dom, dom[-2000:]
+    subprocess.run([*flags, f"--screenshot={shot}", f"{served.url}/"], timeout=120, check=True)
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert image.shape[:2] == (2000, 1280) and image.std() > 10
+
+
+def test_fuzz_the_openapi_spec_with_schemathesis(served: Served) -> None:
+    """1000+ generated requests (valid and invalid): no 5xx, every response as documented."""
+    checks = [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+    ]
+    out = subprocess.run(
+        [
+            str(BIN / "st"),
+            "run",
+            f"{served.url}/docs.json",
+            "--checks",
+            ",".join(checks),
+            "-H",
+            f"Authorization: Bearer {KEY}",
+            "--include-method",
+            "POST",
+            "--max-examples",
+            "500",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-6000:]
+    generated = re.search(r"(\d+) generated", out.stdout)
+    assert generated and int(generated.group(1)) >= 1000, out.stdout[-2000:]
