@@ -125,7 +125,7 @@ def test_prepare_types_prediction_and_missing_columns() -> None:
     data = DataConfig(name="t", target="t", types={"x": "float", "g": "category"})
     ref = pd.DataFrame({"x": [1.0, -1.0], "g": pd.Categorical(["a", "b"]), "t": ["y", "n"]})
     cur = pd.DataFrame({"x": [2.0], "g": ["a"], "extra": [1]})
-    r, c, cols = drift.prepare(ref, cur, data, _Model(), max_rows=10, seed=0)
+    _, c, cols = drift.prepare(ref, cur, data, _Model(), max_rows=10, seed=0)
     assert cols.numerical == ["x", "prediction"] and cols.categorical == ["g"]
     assert list(c.columns) == ["x", "g", "prediction"] and c["prediction"].iloc[0] == 0.9
     with pytest.raises(PipelineError, match=r"missing feature column\(s\) \['g'\]"):
@@ -135,12 +135,8 @@ def test_prepare_types_prediction_and_missing_columns() -> None:
 def test_evidently_flags_a_shifted_column_and_not_a_stable_one() -> None:
     rng = np.random.default_rng(0)
     n = 1500
-    ref = pd.DataFrame(
-        {"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.5, 0.5])}
-    )
-    cur = pd.DataFrame(
-        {"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.9, 0.1])}
-    )
+    ref = pd.DataFrame({"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.5, 0.5])})
+    cur = pd.DataFrame({"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.9, 0.1])})
     result = drift.run_report(ref, cur, drift.Columns(numerical=["x"], categorical=["g"]))
     by = {c["column"]: c for c in result.columns}
     assert by["g"]["drifted"] and not by["x"]["drifted"]

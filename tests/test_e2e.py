@@ -16,7 +16,17 @@ from tests.conftest import git, make_project, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = ["compose", "ingest", "validate", "split", "featurize", "train", "evaluate"]
+ALL_STAGES = [
+    "compose",
+    "ingest",
+    "validate",
+    "split",
+    "featurize",
+    "train",
+    "evaluate",
+    "drift",
+    "register",
+]
 
 
 def lock_outs(project: Path) -> dict[str, str]:
@@ -47,6 +57,10 @@ def test_full_repro_builds_everything(built_project: Path) -> None:
         "plots/roc/gt50K.csv",
         "plots/confusion.csv",
         "reports/validate/data_docs/index.html",
+        "reports/drift/report.html",
+        "reports/model_card/model_card.md",
+        "metrics/register.json",
+        "plots/fairness.csv",
     ):
         assert (built_project / path).exists(), path
     metrics = json.loads((built_project / "metrics/evaluate.json").read_text())
@@ -79,19 +93,27 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
     model = project / "conf/model/hgb.yaml"
     model.write_text(model.read_text().replace("max_leaf_nodes: 31", "max_leaf_nodes: 7"))
     out = dvc("repro")
-    assert ran_stages(out.stdout) == ["compose", "train", "evaluate"]
+    assert ran_stages(out.stdout) == ["compose", "train", "evaluate", "drift", "register"]
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["max_leaf_nodes"] == 7
 
     split = project / "conf/config.yaml"
     split.write_text(split.read_text().replace("valid_size: 0.2", "valid_size: 0.25"))
     out = dvc("repro")
-    assert ran_stages(out.stdout) == ["compose", "split", "featurize", "train", "evaluate"]
+    assert ran_stages(out.stdout) == [
+        "compose",
+        "split",
+        "featurize",
+        "train",
+        "evaluate",
+        "drift",
+        "register",
+    ]
     assert "up to date" in dvc("status").stdout
 
 
 def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.3")
-    assert ran_stages(out.stdout) == ["train", "evaluate"]
+    assert ran_stages(out.stdout) == ["train", "evaluate", "drift", "register"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["_target_"] == "sklearn.linear_model.LogisticRegression"
     assert params["model"]["C"] == 0.3
@@ -102,7 +124,7 @@ def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("n_repeats: 5", "n_repeats: 2"))
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.7")
-    assert ran_stages(out.stdout) == ["compose", "train", "evaluate"]
+    assert ran_stages(out.stdout) == ["compose", "train", "evaluate", "drift", "register"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["C"] == 0.7
     assert params["evaluate"]["importance"]["n_repeats"] == 2
