@@ -141,7 +141,9 @@ def test_evidently_flags_a_shifted_column_and_not_a_stable_one() -> None:
     by = {c["column"]: c for c in result.columns}
     assert by["g"]["drifted"] and not by["x"]["drifted"]
     assert "metric_" + "0" * 32 in result.html
-    summary = drift.summarise(result.columns, None, DriftGateConfig(critical_columns=["g"]))
+    summary = drift.summarise(
+        result.columns, None, DriftGateConfig(max_drift_share=0.6, critical_columns=["g"])
+    )
     assert summary["gate_failures"] == [
         f"critical column 'g' drifted: Jensen-Shannon distance {by['g']['score']:.4f} "
         "(threshold 0.1)"

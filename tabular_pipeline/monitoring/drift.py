@@ -62,14 +62,24 @@ class DriftResult:
 
 def read_batch(path: Path, data: DataConfig) -> pd.DataFrame:
     """A current batch (CSV or Parquet) normalised like ingest: names, labels, types."""
-    from tabular_pipeline.data.ingest import normalize, read_table
+    from tabular_pipeline.data import ingest
 
     if not path.exists():
         raise PipelineError(f"drift.current: {path} not found")
-    frame = read_table(path, data.source.read if path.suffix != ".parquet" else None)
+    frame = ingest.read_table(path, data.source.read if path.suffix != ".parquet" else None)
     if frame.empty:
         raise PipelineError(f"drift.current: {path} has no rows")
-    return normalize(frame, data)
+    names = {ingest.normalize_name(data.rename.get(c, c)) for c in frame.columns}
+    if data.target in names:
+        return ingest.normalize(frame, data)
+    # A prediction log has no label: ingest's "target missing" warning is noise here.
+    quiet = logging.getLogger(ingest.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return ingest.normalize(frame, data)
+    finally:
+        quiet.setLevel(level)
 
 
 def _kind(frame: pd.DataFrame, column: str, declared: dict[str, str]) -> str:
@@ -202,9 +212,10 @@ def summarise(
     share = round(len(drifted) / len(features), DIGITS) if features else 0.0
     by_name = {c["column"]: c for c in columns}
     failures = []
-    if share > gate.max_drift_share:
+    # Evidently's convention: the dataset drifts when *at least* this share drifts.
+    if features and share >= gate.max_drift_share:
         failures.append(
-            f"{len(drifted)} of {len(features)} feature columns drifted (share {share:.3f} > "
+            f"{len(drifted)} of {len(features)} feature columns drifted (share {share:.3f} >= "
             f"drift.gate.max_drift_share {gate.max_drift_share}): {', '.join(drifted)}"
         )
     for column in gate.critical_columns:
