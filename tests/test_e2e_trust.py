@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ran_stages, run
+from tests.conftest import git, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +48,9 @@ def register_champion(dvc, project: Path) -> None:
     assert decision["promoted"] is True and decision["version"] == 1
 
 
-def use_model(project: Path, model: str) -> None:
-    cfg = project / "conf/config.yaml"
-    cfg.write_text(cfg.read_text().replace("- model: hgb", f"- model: {model}"))
+# On the 1,500-row sample plain logreg *beats* hgb (ROC AUC 0.897 vs 0.885;
+# on full Adult it loses), so the "worse model" is a heavily regularised logreg.
+WORSE = {"model": "logreg", "model.C": "0.0001"}
 
 
 def test_chain_writes_decision_card_and_offline_drift_report(
@@ -140,35 +140,15 @@ def test_drifted_batch_stops_the_pipeline_at_drift(project: Path, dvc) -> None:
     assert (project / "models/registry.json").read_bytes() == model_before
 
 
-def test_worse_model_fails_register_under_repro_and_alias_stays(project: Path, dvc) -> None:
+def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Path, dvc) -> None:
+    # (d) registering the same model file twice makes one version.
     register_champion(dvc, project)
-    lock_before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["register"]
-    use_model(project, "logreg")
-    out = dvc("repro", check=False)
-    log = out.stdout + out.stderr
-    assert out.returncode != 0
-    assert ran_stages(out.stdout)[-1] == "register"
-    assert "register: adult version 2 rejected, alias 'champion' unchanged" in log
-    failed = REGRESSION.findall(log)
-    assert failed, log[-3000:]
-    for _, value, champion in failed:
-        assert float(value) < float(champion)
-    state = registry(project)
-    assert state["aliases"] == {"champion": 1}
-    assert state["versions"][2]["gate_decision"] == "rejected"
-    assert "regression" in state["versions"][2]["gate_failures"]
-    # Not recorded as done: the next `dvc repro` re-runs (and re-checks) register.
-    lock_after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["register"]
-    assert lock_after == lock_before
-
-
-def test_experiment_records_rejection_and_register_is_idempotent(project: Path, dvc) -> None:
-    register_champion(dvc, project)
-    dvc("repro", "-f", "-s", "register")  # same model file again: no second version
+    dvc("repro", "-f", "-s", "register")
     state = registry(project)
     assert list(state["versions"]) == [1] and state["aliases"] == {"champion": 1}
 
-    out = dvc("exp", "run", "-S", "model=logreg")
+    # (c) an experiment with a worse model completes and records the rejection.
+    out = dvc("exp", "run", *(arg for k, v in WORSE.items() for arg in ("-S", f"{k}={v}")))
     assert "register" in ran_stages(out.stdout)
     shown = json.loads(dvc("exp", "show", "--json").stdout)
     exps = [
@@ -182,8 +162,33 @@ def test_experiment_records_rejection_and_register_is_idempotent(project: Path, 
     decision = metrics["metrics/register.json"]["data"]
     assert decision["decision"] == "rejected" and decision["promoted"] is False
     assert decision["champion_version"] == 1 and decision["version"] == 2
-    assert metrics["metrics/evaluate.json"]["data"]["accuracy"] > 0.7
+    assert decision["gates"]["regression.accuracy"]["passed"] is False
+    assert metrics["metrics/evaluate.json"]["data"]["accuracy"] > 0.5
     state = registry(project)
     assert state["aliases"] == {"champion": 1}
     assert sorted(state["versions"]) == [1, 2]
     assert state["versions"][2]["gate_decision"] == "rejected"
+
+    # (b) the same worse model as the default under plain `dvc repro` stops at
+    # register with one line per failed gate; the alias stays on hgb.
+    git(project, "checkout", "-q", "--", ".")
+    lock_before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["register"]
+    cfg = project / "conf/config.yaml"
+    cfg.write_text(cfg.read_text().replace("- model: hgb", "- model: logreg"))
+    logreg = project / "conf/model/logreg.yaml"
+    logreg.write_text(logreg.read_text().replace("C: 1.0", f"C: {WORSE['model.C']}"))
+    out = dvc("repro", check=False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert ran_stages(out.stdout)[-1] == "register"
+    assert "register: adult version 2 rejected, alias 'champion' unchanged" in log
+    failed = REGRESSION.findall(log)
+    assert failed, log[-3000:]
+    for _, value, champion in failed:
+        assert float(value) < float(champion)
+    state = registry(project)
+    assert state["aliases"] == {"champion": 1} and sorted(state["versions"]) == [1, 2]
+    assert "regression" in state["versions"][2]["gate_failures"]
+    # Not recorded as done: the next `dvc repro` re-runs (and re-checks) register.
+    lock_after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["register"]
+    assert lock_after == lock_before
