@@ -16,7 +16,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params test test-fast lint format report lock clean help
+.PHONY: env repro params test test-fast lint format report lock clean help chromium
 
 help:
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
@@ -24,6 +24,7 @@ help:
 	@echo "make test-fast  unit tests only (no end-to-end dvc runs)"
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
+	@echo "make chromium install headless Chromium (apt) for the report rendering test"
 
 env: $(STAMP)
 
@@ -43,8 +44,17 @@ repro: env
 params: env
 	$(BIN)/python -m stages.compose
 
-test: env lint
+test: env lint chromium
 	$(BIN)/pytest
+
+# Headless Chromium: the e2e tests screenshot the Evidently drift report to
+# check it renders offline. Debian package; skipped when a Chromium or Chrome
+# is already installed (GitHub's Ubuntu runners ship google-chrome).
+chromium:
+	@command -v chromium >/dev/null || command -v google-chrome >/dev/null || { \
+	  echo "installing chromium (apt) for the report rendering test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 test-fast: env
 	$(BIN)/pytest -m "not slow"
