@@ -52,7 +52,6 @@ def main() -> None:
 
     import mlflow
 
-    mlflow_registry.http_defaults()
     root = tracking.project_root()
     uri = tracking.tracking_uri(root)
     with tracking.store_lock(root, uri):

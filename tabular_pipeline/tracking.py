@@ -20,6 +20,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# A dead tracking server should fail in about a minute, not after MLflow's
+# default 7 retries with backoff and 120 s timeouts (~4 min). Only defaults:
+# a user's explicit setting wins.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 MODEL_HASH_TAG = "model_sha256"
@@ -54,6 +62,8 @@ def configure(root: Path, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id (created on first use)."""
     import mlflow
 
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)

@@ -14,7 +14,6 @@ The registry is a side effect outside DVC. Rules that keep it sane:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,8 @@ from tabular_pipeline import tracking
 
 log = logging.getLogger(__name__)
 
-# A dead tracking server should fail in seconds, not after MLflow's default
-# 7 retries x 120 s. Only defaults: a user's explicit setting wins.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 DECISION_TAG = "gate_decision"
 REASONS_TAG = "gate_failures"
-
-
-def http_defaults() -> None:
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
 
 
 @dataclass
