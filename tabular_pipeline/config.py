@@ -62,6 +62,7 @@ class DataConfig:
     positive_label: Any = None
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
     max_null_frac: float = 0.5
+    min_metrics: dict[str, float] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
     card: CardText = field(default_factory=CardText)
 
