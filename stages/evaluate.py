@@ -37,11 +37,16 @@ def main() -> None:
         positive_label=None if data.positive_label is None else str(data.positive_label),
         cfg=cfg,
         seed=int(params["seed"]),
+        sensitive=list(data.sensitive),
     )
     plots_dir = Path(cfg.plots_dir)
     holdout.write_plots(result, plots_dir)
-    stage.write_json(Path(cfg.metrics_out), headline(result.metrics, TEST_HEADLINE))
+    stage.write_json(
+        Path(cfg.metrics_out),
+        headline(result.metrics, TEST_HEADLINE) | headline(result.metrics, ("ci", "fairness")),
+    )
     stage.write_json(Path(cfg.per_class_out), result.metrics["per_class"])
+    stage.write_json(Path(cfg.fairness_out), result.fairness)
     stage.write_parquet(result.predictions, Path(cfg.predictions_out))
     log.info(
         "test: accuracy %.4f (error %.2f %%), ROC AUC %s",

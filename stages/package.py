@@ -7,6 +7,7 @@ from pathlib import Path
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
     FeaturizeConfig,
+    RegisterConfig,
     TrainConfig,
     load_data_config,
     load_params,
@@ -43,7 +44,7 @@ def main() -> None:
     cfg = parse_section(params, "package", PackageConfig)
     serve = parse_section(params, "serve", ServeConfig)
 
-    package.check_promoted(Path(cfg.register_decision) if cfg.register_decision else None)
+    package.check_promoted(Path(parse_section(params, "register", RegisterConfig).decision_out))
     pipeline = stage.load_object(model_path)
     featurizer = pipeline.steps[0][1]
     specs = build_field_specs(featurizer, data)

@@ -52,6 +52,16 @@ COLUMN_TYPES = ("int", "float", "category", "bool", "string")
 
 
 @dataclass
+class CardText:
+    """Free text for the model card, written by whoever owns the dataset."""
+
+    description: str = ""
+    intended_use: str = ""
+    limitations: str = ""
+    citation: str = ""
+
+
+@dataclass
 class DataConfig:
     """The ``data`` params section, plus the schema fields ``load_data_config`` fills.
 
@@ -73,6 +83,9 @@ class DataConfig:
     positive_label: Any = None
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
     max_null_frac: float = 0.5
+    min_metrics: dict[str, float] = field(default_factory=dict)
+    sensitive: list[str] = field(default_factory=list)
+    card: CardText = field(default_factory=CardText)
 
 
 @dataclass
@@ -128,13 +141,28 @@ class ImportanceConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "roc_auc"])
+
+
+@dataclass
+class FairnessConfig:
+    min_group_size: int = 30
+
+
+@dataclass
 class EvaluateConfig:
     metrics_out: str = "metrics/evaluate.json"
     per_class_out: str = "reports/evaluate/per_class.json"
     predictions_out: str = "data/predictions/test.parquet"
     plots_dir: str = "plots"
+    fairness_out: str = "reports/evaluate/fairness.json"
     calibration_bins: int = 10
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
 
 
 @dataclass
@@ -217,3 +245,35 @@ def load_data_config(params: dict[str, Any]) -> DataConfig:
     schema = load_schema(Path(cfg.schema))
     cfg.types, cfg.expect, cfg.max_null_frac = schema.types, schema.expect, schema.max_null_frac
     return cfg
+
+
+@dataclass
+class DriftGateConfig:
+    max_drift_share: float = 0.5
+    critical_columns: list[str] = field(default_factory=list)
+    prediction: bool = True
+    enforce_in_experiments: bool = False
+
+
+@dataclass
+class DriftConfig:
+    current: str = "data/split/test.parquet"
+    report_html: str = "reports/drift/report.html"
+    summary_out: str = "reports/drift/summary.json"
+    metrics_out: str = "metrics/drift.json"
+    max_rows: int = 50000
+    gate: DriftGateConfig = field(default_factory=DriftGateConfig)
+
+
+@dataclass
+class RegisterConfig:
+    model_name: str = "???"
+    alias: str = "champion"
+    decision_out: str = "metrics/register.json"
+    registry_out: str = "models/registry.json"
+    card_dir: str = "reports/model_card"
+    floors: dict[str, float] = field(default_factory=dict)
+    max_regression: dict[str, float] = field(default_factory=dict)
+    require_drift_pass: bool = True
+    max_fairness_gap: float | None = None
+    promote_in_experiments: bool = False

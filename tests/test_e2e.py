@@ -24,6 +24,8 @@ ALL_STAGES = [
     "featurize",
     "train",
     "evaluate",
+    "drift",
+    "register",
     "package",
 ]
 
@@ -56,6 +58,10 @@ def test_full_repro_builds_everything(built_project: Path) -> None:
         "plots/roc/gt50K.csv",
         "plots/confusion.csv",
         "reports/validate/data_docs/index.html",
+        "reports/drift/report.html",
+        "reports/model_card/model_card.md",
+        "metrics/register.json",
+        "plots/fairness.csv",
     ):
         assert (built_project / path).exists(), path
     metrics = json.loads((built_project / "metrics/evaluate.json").read_text())
@@ -94,11 +100,16 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
     model.write_text(model.read_text().replace("max_leaf_nodes: 31", "max_leaf_nodes: 7"))
     bento_before = (project / "models/service.bento").read_bytes()
     out = dvc("repro")
-    # A model param edit rebuilds the serving artifact too.
-    assert ran_stages(out.stdout) == ["compose", "train", "evaluate", "package"]
+    # A model param edit re-runs the trust gates and rebuilds the serving artifact.
+    assert ran_stages(out.stdout) == [
+        "compose", "train", "evaluate", "drift", "register", "package"
+    ]
     assert (project / "models/service.bento").read_bytes() != bento_before
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["max_leaf_nodes"] == 7
 
+    # A fresh registry: on 800 test rows this retrained model can fall more
+    # than register.max_regression below the previous one and fail the gate.
+    (project / "mlflow.db").unlink()
     split = project / "conf/config.yaml"
     split.write_text(split.read_text().replace("valid_size: 0.2", "valid_size: 0.25"))
     out = dvc("repro")
@@ -108,6 +119,8 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
         "featurize",
         "train",
         "evaluate",
+        "drift",
+        "register",
         "package",
     ]
     assert "up to date" in dvc("status").stdout
@@ -115,7 +128,7 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
 
 def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.3")
-    assert ran_stages(out.stdout) == ["train", "evaluate", "package"]
+    assert ran_stages(out.stdout) == ["train", "evaluate", "drift", "register", "package"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["_target_"] == "sklearn.linear_model.LogisticRegression"
     assert params["model"]["C"] == 0.3
@@ -126,7 +139,7 @@ def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("n_repeats: 5", "n_repeats: 2"))
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.7")
-    assert ran_stages(out.stdout) == ["compose", "train", "evaluate", "package"]
+    assert ran_stages(out.stdout) == ["compose", "train", "evaluate", "drift", "register", "package"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["C"] == 0.7
     assert params["evaluate"]["importance"]["n_repeats"] == 2

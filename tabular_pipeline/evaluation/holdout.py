@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from tabular_pipeline.config import EvaluateConfig
+from tabular_pipeline.evaluation import fairness as fair
 from tabular_pipeline.evaluation import metrics as m
 from tabular_pipeline.models.modeling import predict_proba
 
@@ -29,6 +31,9 @@ class Evaluation:
     confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
     importance: pd.DataFrame = field(default_factory=pd.DataFrame)
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Full fairness detail (per-group tables): a non-metric JSON, not metrics.
+    fairness: dict[str, Any] = field(default_factory=dict)
+    group_bars: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def importance_sample(frame: pd.DataFrame, target: str, max_rows: int, seed: int) -> pd.DataFrame:
@@ -84,10 +89,14 @@ def evaluate(
     positive_label: str | None,
     cfg: EvaluateConfig,
     seed: int,
+    sensitive: list[str] | None = None,
 ) -> Evaluation:
     proba, classes = predict_proba(pipeline, test, target)
     y = test[target]
     result = Evaluation(metrics=m.classification_metrics(y, proba, classes))
+    add_uncertainty_and_fairness(
+        result, test, target, proba, classes, positive_label, cfg, seed, sensitive or []
+    )
     taken: set[str] = set()
     present = set(y.astype(str))
     for label in m.curve_classes(classes, positive_label):
@@ -112,6 +121,59 @@ def evaluate(
     return result
 
 
+def add_uncertainty_and_fairness(
+    result: Evaluation,
+    test: pd.DataFrame,
+    target: str,
+    proba: Any,
+    classes: list[str],
+    positive_label: str | None,
+    cfg: EvaluateConfig,
+    seed: int,
+    sensitive: list[str],
+) -> None:
+    """Bootstrap CIs and group gaps as headline metrics; per-group tables aside."""
+    boot = cfg.bootstrap
+    result.metrics["ci"] = fair.bootstrap_ci(
+        test[target].to_numpy(),
+        proba,
+        classes,
+        list(boot.metrics),
+        boot.n_resamples,
+        boot.confidence,
+        seed,
+    )
+    if not sensitive:
+        return
+    if len(classes) != 2 and positive_label is None:
+        log.warning("fairness needs a positive class: set data.positive_label (multiclass)")
+        return
+    positive = m.curve_classes(classes, positive_label)[0]
+    pred = np.asarray(classes)[proba.argmax(axis=1)]
+    gaps, tables = fair.fairness_report(
+        test, pred, target, positive, sensitive, cfg.fairness.min_group_size
+    )
+    result.metrics["fairness"] = {
+        col: {"dpd": gap["dpd"], "eod": gap["eod"]} for col, gap in gaps.items()
+    }
+    result.fairness = {
+        "positive_label": positive,
+        "min_group_size": cfg.fairness.min_group_size,
+        "columns": {
+            col: {**gaps[col], "groups": tables[col].to_dict(orient="records")} for col in sensitive
+        },
+    }
+    result.group_bars = fair.group_bars(tables)
+    for col, gap in gaps.items():
+        log.info(
+            "fairness %s: demographic parity difference %s, ratio %s, equalized odds %s",
+            col,
+            gap["dpd"],
+            gap["dpr"],
+            gap["eod"],
+        )
+
+
 def write_plots(result: Evaluation, plots_dir: Path) -> None:
     for kind, by_class in result.curves.items():
         for name, frame in by_class.items():
@@ -121,3 +183,5 @@ def write_plots(result: Evaluation, plots_dir: Path) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     result.confusion.to_csv(plots_dir / "confusion.csv", index=False)
     result.importance.to_csv(plots_dir / "importance.csv", index=False)
+    if not result.group_bars.empty:
+        result.group_bars.to_csv(plots_dir / "fairness.csv", index=False)

@@ -78,6 +78,15 @@ def check_promoted(decision: Path | None) -> None:
         promoted = json.loads(decision.read_text(encoding="utf-8")).get("promoted")
     except (json.JSONDecodeError, AttributeError) as exc:
         raise PipelineError(f"{decision}: not a JSON object with 'promoted'") from exc
+    if promoted is not True and os.environ.get("DVC_EXP_NAME"):
+        # Experiments never move the champion alias (unless register is told to),
+        # so their models are packaged for comparison, labelled as not promoted.
+        log.warning(
+            "experiment %s: packaging a model register did not promote (%s)",
+            os.environ["DVC_EXP_NAME"],
+            json.loads(decision.read_text(encoding="utf-8")).get("decision"),
+        )
+        return
     if promoted is not True:
         raise PipelineError(
             f"{decision}: promoted={promoted!r}: the model was not promoted, so it is not "

@@ -23,7 +23,6 @@ class PackageConfig:
     name: str = "tabular-classifier"
     # The register stage's decision ({"promoted": bool}); a rejected model is not
     # packaged. Skipped while the file does not exist (no register stage yet).
-    register_decision: str | None = "metrics/register.json"
     challenger: ChallengerConfig = field(default_factory=ChallengerConfig)
 
 

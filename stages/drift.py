@@ -1,0 +1,81 @@
+"""Stage drift: Evidently data and prediction drift of a batch against the training split.
+
+Writes the HTML report, a per-column JSON summary and headline metrics first,
+then applies the gate: under plain `dvc repro` a violation stops the pipeline
+with one line per violation; under `dvc exp run` it is recorded (and the
+`register` stage rejects the model) unless `drift.gate.enforce_in_experiments`.
+"""
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from tabular_pipeline import stage
+from tabular_pipeline.config import (
+    DriftConfig,
+    SplitConfig,
+    TrainConfig,
+    load_data_config,
+    load_params,
+    parse_section,
+)
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.monitoring import drift
+
+log = logging.getLogger("drift")
+
+
+def main() -> None:
+    drift.pin_hash_seed("stages.drift")
+    start = time.perf_counter()
+    params = load_params()
+    data = load_data_config(params)
+    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
+    model_path = Path(parse_section(params, "train", TrainConfig).model_out)
+    cfg = parse_section(params, "drift", DriftConfig)
+
+    reference = stage.read_parquet(split_dir / "train.parquet")
+    current = drift.read_batch(Path(cfg.current), data)
+    pipeline = stage.load_object(model_path)
+    ref, cur, columns = drift.prepare(
+        reference, current, data, pipeline, cfg.max_rows, int(params["seed"])
+    )
+    log.info(
+        "Evidently drift: %d reference rows vs %d current rows (%s), %d columns",
+        len(ref),
+        len(cur),
+        cfg.current,
+        len(columns.numerical) + len(columns.categorical),
+    )
+    result = drift.run_report(ref, cur, columns)
+    html_path = Path(cfg.report_html)
+    drift.write_html(result.html, html_path)
+    summary = drift.summarise(result.columns, columns.prediction, cfg.gate)
+    summary["reference"] = (split_dir / "train.parquet").as_posix()
+    summary["current"] = cfg.current
+    summary["rows"] = {"reference": len(ref), "current": len(cur)}
+    stage.write_json(Path(cfg.summary_out), summary)
+    stage.write_json(Path(cfg.metrics_out), drift.headline(summary, cfg.gate))
+    log.info(
+        "drifted feature columns: %d of %d (share %.3f); prediction drift: %s; %.1f s",
+        summary["n_drifted"],
+        summary["n_columns"],
+        summary["drift_share"],
+        summary["prediction_drifted"],
+        time.perf_counter() - start,
+    )
+    if not summary["gate_failures"]:
+        return
+    if os.environ.get("DVC_EXP_NAME") and not cfg.gate.enforce_in_experiments:
+        for line in summary["gate_failures"]:
+            log.warning("drift gate (recorded, experiment continues): %s", line)
+        return
+    raise PipelineError(
+        f"drift gate failed ({cfg.current} vs training split; report {html_path}):\n"
+        + "\n".join(f"  - {line}" for line in summary["gate_failures"])
+    )
+
+
+if __name__ == "__main__":
+    stage.run(main)

@@ -1,0 +1,1 @@
+"""Monitoring: data and prediction drift (Evidently) and its gate."""

@@ -1,0 +1,1 @@
+"""Model registry: promotion gates and idempotent MLflow registration."""

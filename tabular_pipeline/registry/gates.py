@@ -1,0 +1,170 @@
+"""Promotion gates: pure comparisons of numbers, so they are unit-testable.
+
+MLflow's ``MetricThreshold`` cannot express "no regression against the
+champion re-scored on today's data", so the gates are plain Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabular_pipeline.errors import PipelineError
+
+# Metrics where a smaller value is better; every other metric: larger is better.
+LOWER_IS_BETTER = frozenset({"error_rate", "log_loss"})
+
+
+@dataclass
+class Gate:
+    """One check: its name, whether it passed, and a sentence for the log."""
+
+    name: str
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
+
+
+@dataclass
+class Decision:
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failures(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+
+def _better_or_equal(metric: str, value: float, bound: float) -> bool:
+    return value <= bound if metric in LOWER_IS_BETTER else value >= bound
+
+
+def _metric(metrics: dict[str, Any], name: str, where: str) -> float:
+    value = metrics.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise PipelineError(
+            f"{where}: metric {name!r} is missing or not a number ({value!r}); "
+            f"available: {sorted(k for k, v in metrics.items() if isinstance(v, int | float))}"
+        )
+    return float(value)
+
+
+def floor_gates(metrics: dict[str, Any], floors: dict[str, float]) -> list[Gate]:
+    """Absolute minimums (maximums for error/log loss) on this run's test metrics."""
+    gates = []
+    for name, floor in sorted(floors.items()):
+        value = _metric(metrics, name, f"register.floors.{name}")
+        ok = _better_or_equal(name, value, float(floor))
+        word = "ceiling" if name in LOWER_IS_BETTER else "floor"
+        gates.append(
+            Gate(
+                f"floor.{name}",
+                ok,
+                value,
+                float(floor),
+                f"test {name} {value:.4f} {'meets' if ok else 'misses'} the {word} {floor}",
+            )
+        )
+    return gates
+
+
+def regression_gates(
+    metrics: dict[str, Any],
+    champion: dict[str, Any] | None,
+    tolerances: dict[str, float],
+    champion_version: str | None = None,
+) -> list[Gate]:
+    """No drop beyond ``tolerance`` against the champion scored on the same test split.
+
+    No champion (a fresh registry): no regression gates, floors only.
+    """
+    if champion is None:
+        return []
+    gates = []
+    label = f"champion v{champion_version}" if champion_version else "champion"
+    for name, tol in sorted(tolerances.items()):
+        value = _metric(metrics, name, f"register.max_regression.{name}")
+        champ = _metric(champion, name, f"{label} re-scored")
+        bound = champ + float(tol) if name in LOWER_IS_BETTER else champ - float(tol)
+        ok = _better_or_equal(name, value, bound)
+        gates.append(
+            Gate(
+                f"regression.{name}",
+                ok,
+                value,
+                round(bound, 6),
+                f"test {name} {value:.4f} vs {label} {champ:.4f} on the same test split "
+                f"(tolerance {tol}): {'ok' if ok else 'regression'}",
+            )
+        )
+    return gates
+
+
+def drift_gate(drift: dict[str, Any] | None) -> list[Gate]:
+    """The drift stage's own gate result, carried into the decision."""
+    if drift is None:
+        return []
+    ok = bool(drift.get("gate_passed"))
+    share = drift.get("drift_share")
+    return [
+        Gate(
+            "drift",
+            ok,
+            share,
+            drift.get("max_drift_share"),
+            "drift gate passed"
+            if ok
+            else "drift gate failed: " + "; ".join(drift.get("failure_lines") or ["see drift"]),
+        )
+    ]
+
+
+def fairness_gates(fairness: dict[str, Any], max_gap: float | None) -> list[Gate]:
+    """Optional ceiling on the demographic parity difference of each sensitive column."""
+    if max_gap is None:
+        return []
+    gates = []
+    for column, gaps in sorted(fairness.items()):
+        dpd = gaps.get("dpd")
+        if dpd is None:
+            continue
+        ok = float(dpd) <= float(max_gap)
+        gates.append(
+            Gate(
+                f"fairness.{column}.dpd",
+                ok,
+                float(dpd),
+                float(max_gap),
+                f"demographic parity difference by {column} {dpd:.4f} "
+                f"{'within' if ok else 'exceeds'} the ceiling {max_gap}",
+            )
+        )
+    return gates
+
+
+def decide(
+    metrics: dict[str, Any],
+    champion: dict[str, Any] | None,
+    floors: dict[str, float],
+    tolerances: dict[str, float],
+    drift: dict[str, Any] | None,
+    max_fairness_gap: float | None,
+    champion_version: str | None = None,
+) -> Decision:
+    return Decision(
+        floor_gates(metrics, floors)
+        + regression_gates(metrics, champion, tolerances, champion_version)
+        + drift_gate(drift)
+        + fairness_gates(metrics.get("fairness") or {}, max_fairness_gap)
+    )

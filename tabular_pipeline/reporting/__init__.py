@@ -1,0 +1,1 @@
+"""Human-facing documents the pipeline generates (the model card)."""

@@ -1,0 +1,150 @@
+"""Drift summary, gate and HTML normalisation; one small real Evidently run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabular_pipeline.config import DataConfig, DriftGateConfig
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.monitoring import drift
+
+
+def col(name: str, drifted: bool, score: float = 0.2) -> dict:
+    return {
+        "column": name,
+        "method": "Jensen-Shannon distance",
+        "threshold": 0.1,
+        "score": score,
+        "drifted": drifted,
+    }
+
+
+def test_html_ids_are_renumbered_in_order() -> None:
+    a = "01a20908-661d-704f-939e-099054808190"
+    b = "01a20908-5fa7-7167-ac09-b07e7bc42ebc"
+    html = f"var metric_{'ab' * 16} = {{'{a}': 1, '{b}': 2, '{a}': 3}}; draw(metric_{'ab' * 16})"
+    out = drift.normalise_html(html)
+    assert a not in out and b not in out and "abab" not in out
+    assert out.count("00000000-0000-0000-0000-000000000000") == 2
+    assert out.count("00000000-0000-0000-0000-000000000001") == 1
+    assert out.count(f"metric_{0:032d}") == 2
+
+
+def test_gate_share_critical_and_prediction() -> None:
+    columns = [col("a", True), col("b", False), col("sex", True), col("prediction", True)]
+    gate = DriftGateConfig(max_drift_share=0.5, critical_columns=["sex"], prediction=True)
+    summary = drift.summarise(columns, "prediction", gate)
+    assert summary["n_columns"] == 3 and summary["n_drifted"] == 2
+    assert summary["drift_share"] == pytest.approx(2 / 3, abs=1e-6)
+    lines = summary["gate_failures"]
+    assert len(lines) == 3
+    assert "2 of 3 feature columns drifted" in lines[0] and "a, sex" in lines[0]
+    assert "critical column 'sex' drifted: Jensen-Shannon distance 0.2000" in lines[1]
+    assert "model predictions 'prediction' drifted" in lines[2]
+    head = drift.headline(summary, gate)
+    assert head["gate_passed"] is False and head["gate_failures"] == 3
+
+    quiet = drift.summarise(
+        [col("a", False), col("sex", False), col("prediction", True)],
+        "prediction",
+        DriftGateConfig(critical_columns=["sex"], prediction=False),
+    )
+    assert quiet["gate_failures"] == [] and quiet["prediction_drifted"] is True
+
+
+def test_unknown_critical_column_is_reported() -> None:
+    summary = drift.summarise([col("a", False)], None, DriftGateConfig(critical_columns=["x"]))
+    assert summary["gate_failures"] == ["critical column 'x' is not in the data (drift.gate)"]
+
+
+def test_parse_snapshot_uses_evidently_test_status() -> None:
+    snap = {
+        "metrics": [
+            {"id": "m0", "config": {"type": "evidently:metric_v2:DriftedColumnsCount"}},
+            {
+                "id": "m1",
+                "config": {
+                    "type": "evidently:metric_v2:ValueDrift",
+                    "column": "b",
+                    "method": "K-S p_value",
+                    "threshold": 0.05,
+                },
+                "value": 0.0123456789,
+            },
+            {
+                "id": "m2",
+                "config": {
+                    "type": "evidently:metric_v2:ValueDrift",
+                    "column": "a",
+                    "method": "K-S p_value",
+                    "threshold": 0.05,
+                },
+                "value": 0.5,
+            },
+        ],
+        "tests": [
+            {
+                "metric_config": {
+                    "metric_id": "m1",
+                    "params": {"type": "evidently:metric_v2:ValueDrift"},
+                },
+                "status": "FAIL",
+            },
+            {
+                "metric_config": {
+                    "metric_id": "m2",
+                    "params": {"type": "evidently:metric_v2:ValueDrift"},
+                },
+                "status": "SUCCESS",
+            },
+        ],
+    }
+    rows = drift.parse_snapshot(snap)
+    assert [r["column"] for r in rows] == ["a", "b"]
+    assert rows[1] == {
+        "column": "b",
+        "method": "K-S p_value",
+        "threshold": 0.05,
+        "score": 0.012346,
+        "drifted": True,
+    }
+    assert rows[0]["drifted"] is False
+
+
+class _Model:
+    classes_ = np.array(["n", "y"])
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        p = (frame["x"].to_numpy() > 0).astype(float) * 0.8 + 0.1
+        return np.column_stack([1 - p, p])
+
+
+def test_prepare_types_prediction_and_missing_columns() -> None:
+    data = DataConfig(name="t", target="t", types={"x": "float", "g": "category"})
+    ref = pd.DataFrame({"x": [1.0, -1.0], "g": pd.Categorical(["a", "b"]), "t": ["y", "n"]})
+    cur = pd.DataFrame({"x": [2.0], "g": ["a"], "extra": [1]})
+    _, c, cols = drift.prepare(ref, cur, data, _Model(), max_rows=10, seed=0)
+    assert cols.numerical == ["x", "prediction"] and cols.categorical == ["g"]
+    assert list(c.columns) == ["x", "g", "prediction"] and c["prediction"].iloc[0] == 0.9
+    with pytest.raises(PipelineError, match=r"missing feature column\(s\) \['g'\]"):
+        drift.prepare(ref, cur.drop(columns=["g"]), data, _Model(), 10, 0)
+
+
+def test_evidently_flags_a_shifted_column_and_not_a_stable_one() -> None:
+    rng = np.random.default_rng(0)
+    n = 1500
+    ref = pd.DataFrame({"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.5, 0.5])})
+    cur = pd.DataFrame({"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.9, 0.1])})
+    result = drift.run_report(ref, cur, drift.Columns(numerical=["x"], categorical=["g"]))
+    by = {c["column"]: c for c in result.columns}
+    assert by["g"]["drifted"] and not by["x"]["drifted"]
+    assert "metric_" + "0" * 32 in result.html
+    summary = drift.summarise(
+        result.columns, None, DriftGateConfig(max_drift_share=0.6, critical_columns=["g"])
+    )
+    assert summary["gate_failures"] == [
+        f"critical column 'g' drifted: Jensen-Shannon distance {by['g']['score']:.4f} "
+        "(threshold 0.1)"
+    ]

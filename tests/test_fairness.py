@@ -1,0 +1,107 @@
+"""Per-group metrics, disparity gaps and the vectorised bootstrap on tiny frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.evaluation import fairness as fair
+
+
+@pytest.fixture
+def toy() -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    # group a: 4 rows, y = 1 1 0 0, pred = 1 0 1 0 -> sel .5, tpr .5, fpr .5, acc .5
+    # group b: 4 rows, y = 1 0 0 0, pred = 1 1 1 1 -> sel 1, tpr 1, fpr 1, acc .25
+    y = np.array(["y", "y", "n", "n", "y", "n", "n", "n"])
+    pred = np.array(["y", "n", "y", "n", "y", "y", "y", "y"])
+    groups = pd.Series(["a"] * 4 + ["b"] * 4)
+    return y, pred, groups
+
+
+def test_group_table_rates(toy) -> None:
+    y, pred, groups = toy
+    table = fair.group_table(y, pred, groups, "y").set_index("group")
+    assert table.loc["a"].to_dict() == {
+        "size": 4,
+        "base_rate": 0.5,
+        "selection_rate": 0.5,
+        "accuracy": 0.5,
+        "tpr": 0.5,
+        "fpr": 0.5,
+    }
+    assert table.loc["b", "base_rate"] == 0.25
+    assert table.loc["b", "selection_rate"] == 1.0
+    assert table.loc["b", "accuracy"] == 0.25
+    assert (table.loc["b", "tpr"], table.loc["b", "fpr"]) == (1.0, 1.0)
+
+
+def test_disparities_and_small_groups(toy) -> None:
+    y, pred, groups = toy
+    gaps = fair.disparities(fair.group_table(y, pred, groups, "y"), min_group_size=1)
+    assert gaps == {"dpd": 0.5, "dpr": 0.5, "eod": 0.5, "groups_compared": 2}
+    # Groups under the minimum stay out of the gaps.
+    none = fair.disparities(fair.group_table(y, pred, groups, "y"), min_group_size=5)
+    assert none["dpd"] is None and none["groups_compared"] == 0
+
+
+def test_missing_sensitive_value_is_its_own_group(toy) -> None:
+    y, pred, groups = toy
+    groups = groups.astype(object)
+    groups.iloc[0] = None
+    table = fair.group_table(y, pred, groups, "y")
+    assert fair.MISSING in set(table["group"])
+    assert table["size"].sum() == len(y)
+
+
+def test_unknown_sensitive_column_is_a_clear_error(toy) -> None:
+    y, pred, groups = toy
+    frame = pd.DataFrame({"t": y, "g": groups})
+    with pytest.raises(PipelineError, match=r"data.sensitive.*\['gender'\]"):
+        fair.fairness_report(frame, pred, "t", "y", ["gender"], 1)
+
+
+def test_weighted_auc_matches_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    n = 200
+    score = np.round(rng.random(n), 1)  # many ties
+    positive = rng.random(n) < 0.4
+    w = rng.integers(0, 4, size=(5, n)).astype(float)
+    ours = fair._weighted_auc(w, score, positive)
+    expected = [roc_auc_score(positive, score, sample_weight=row) for row in w]
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = np.where(rng.random(n) < 0.3, "pos", "neg")
+    p1 = np.clip((y == "pos") * 0.4 + rng.random(n) * 0.6, 0, 1)
+    proba = np.column_stack([1 - p1, p1])
+    classes = ["neg", "pos"]
+    args = (y, proba, classes, ["accuracy", "roc_auc", "balanced_accuracy"], 1000, 0.95)
+    ci = fair.bootstrap_ci(*args, seed=7)
+    assert ci == fair.bootstrap_ci(*args, seed=7)
+    assert ci != fair.bootstrap_ci(*args, seed=8)
+    acc = accuracy_score(y, np.asarray(classes)[proba.argmax(axis=1)])
+    auc = roc_auc_score(y == "pos", p1)
+    assert ci["accuracy"]["low"] < acc < ci["accuracy"]["high"]
+    assert ci["roc_auc"]["low"] < auc < ci["roc_auc"]["high"]
+    # Width of a 95 % interval of a proportion near 0.8 with n = 2000: about 2 x 1.96 x 0.009.
+    width = ci["accuracy"]["high"] - ci["accuracy"]["low"]
+    assert 0.025 < width < 0.045
+
+
+def test_bootstrap_rejects_unknown_metric() -> None:
+    with pytest.raises(PipelineError, match=r"evaluate\.bootstrap\.metrics"):
+        fair.bootstrap_ci(np.array(["a"]), np.array([[1.0]]), ["a"], ["r2"], 10, 0.95, 0)
+
+
+def test_group_bars_has_one_row_per_column_and_group(toy) -> None:
+    y, pred, groups = toy
+    table = fair.group_table(y, pred, groups, "y")
+    bars = fair.group_bars({"g": table, "h": table})
+    assert list(bars["group"]) == ["g=a", "g=b", "h=a", "h=b"]
+    assert list(bars.columns) == ["group", "selection_rate", "tpr", "size"]

@@ -1,0 +1,133 @@
+"""Promotion gates and the model card renderer, on hand-made numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.registry import gates
+from tabular_pipeline.reporting import model_card
+
+METRICS = {
+    "accuracy": 0.85,
+    "roc_auc": 0.90,
+    "log_loss": 0.30,
+    "fairness": {"sex": {"dpd": 0.18, "eod": 0.06}},
+}
+
+
+def test_floors_pass_and_fail_with_direction() -> None:
+    result = gates.floor_gates(METRICS, {"accuracy": 0.8, "roc_auc": 0.95, "log_loss": 0.25})
+    by = {g.name: g for g in result}
+    assert by["floor.accuracy"].passed
+    assert not by["floor.roc_auc"].passed
+    assert "0.9000" in by["floor.roc_auc"].detail and "0.95" in by["floor.roc_auc"].detail
+    assert not by["floor.log_loss"].passed  # lower is better: 0.30 > ceiling 0.25
+    assert "ceiling" in by["floor.log_loss"].detail
+
+
+def test_no_champion_means_floors_only() -> None:
+    assert gates.regression_gates(METRICS, None, {"roc_auc": 0.0}) == []
+    decision = gates.decide(METRICS, None, {"accuracy": 0.8}, {"roc_auc": 0.0}, None, None)
+    assert decision.passed and [g.name for g in decision.gates] == ["floor.accuracy"]
+
+
+def test_regression_names_metric_value_and_champion_value() -> None:
+    champion = {"accuracy": 0.86, "roc_auc": 0.93, "log_loss": 0.28}
+    result = gates.regression_gates(
+        METRICS, champion, {"accuracy": 0.02, "roc_auc": 0.005, "log_loss": 0.01}, "3"
+    )
+    by = {g.name: g for g in result}
+    assert by["regression.accuracy"].passed  # 0.85 >= 0.86 - 0.02
+    roc = by["regression.roc_auc"]
+    assert not roc.passed and roc.threshold == pytest.approx(0.925)
+    assert "roc_auc 0.9000" in roc.detail and "champion v3 0.9300" in roc.detail
+    assert not by["regression.log_loss"].passed  # 0.30 > 0.28 + 0.01
+
+
+def test_equal_to_champion_passes_with_zero_tolerance() -> None:
+    result = gates.regression_gates(METRICS, dict(METRICS), {"accuracy": 0.0, "log_loss": 0.0})
+    assert all(g.passed for g in result)
+
+
+def test_drift_and_fairness_gates() -> None:
+    drift_ok = {"gate_passed": True, "drift_share": 0.1, "max_drift_share": 0.5}
+    drift_bad = {"gate_passed": False, "drift_share": 0.6, "failure_lines": ["column 'sex'"]}
+    assert gates.drift_gate(drift_ok)[0].passed
+    bad = gates.drift_gate(drift_bad)[0]
+    assert not bad.passed and "column 'sex'" in bad.detail
+    assert gates.drift_gate(None) == []
+    assert gates.fairness_gates(METRICS["fairness"], None) == []
+    (fair,) = gates.fairness_gates(METRICS["fairness"], 0.1)
+    assert not fair.passed and fair.name == "fairness.sex.dpd"
+    assert gates.fairness_gates(METRICS["fairness"], 0.2)[0].passed
+    decision = gates.decide(METRICS, None, {}, {}, drift_bad, 0.1)
+    assert [g.name for g in decision.failures] == ["drift", "fairness.sex.dpd"]
+
+
+def test_missing_metric_is_a_config_error() -> None:
+    with pytest.raises(PipelineError, match=r"register\.floors\.f2.*available"):
+        gates.floor_gates(METRICS, {"f2": 0.5})
+
+
+def test_model_card_markdown_is_deterministic_and_complete() -> None:
+    card = model_card.build(
+        model_name="toy",
+        model_cfg={"_target_": "sklearn.linear_model.LogisticRegression", "C": 1.0},
+        seed=1,
+        registry={"model_name": "toy", "version": 2, "alias": "champion", "is_alias_target": True},
+        data={"rows": {"train": 10, "test": 5}, "md5": {"train": "aa", "test": "bb"}},
+        text={"intended_use": "demo only", "limitations": "tiny"},
+        evaluation={"accuracy": 0.9, "n_rows": 5, "ci": {"accuracy": {"low": 0.8, "high": 1.0}}},
+        fairness={
+            "positive_label": "y",
+            "min_group_size": 1,
+            "columns": {
+                "g": {
+                    "dpd": 0.5,
+                    "dpr": 0.5,
+                    "eod": 0.5,
+                    "groups": [
+                        {
+                            "group": "a",
+                            "size": 4,
+                            "base_rate": 0.5,
+                            "selection_rate": 0.5,
+                            "accuracy": 0.5,
+                            "tpr": 0.5,
+                            "fpr": 0.5,
+                        }
+                    ],
+                }
+            },
+        },
+        drift={"n_drifted": 0, "n_columns": 3, "drift_share": 0.0, "gate_passed": True},
+        drift_top=[],
+        decision={
+            "decision": "promoted",
+            "promoted": True,
+            "gates": {"floor.accuracy": {"passed": True, "value": 0.9, "threshold": 0.8}},
+        },
+        lineage={"model_sha256": "ff", "input_md5": {"m.joblib": "cc"}},
+        versions={"scikit-learn": "1.0"},
+    )
+    text = model_card.to_markdown(card)
+    assert text == model_card.to_markdown(card)
+    for heading in (
+        "## Model details",
+        "## Intended use",
+        "## Limitations",
+        "## Training data",
+        "## Evaluation (test split)",
+        "## Fairness",
+        "## Drift",
+        "## Registry decision",
+        "## Lineage",
+    ):
+        assert heading in text
+    assert "| accuracy | 0.9000 | 0.8000 to 1.0000 |" in text
+    assert "| a | 4 | 0.5000 |" in text
+    assert "demo only" in text and "version 2" in text
+    logged = model_card.with_run_lineage(card, "run123", "abc")
+    assert logged["lineage"]["mlflow_run_id"] == "run123"
+    assert "mlflow_run_id" not in card["lineage"]
