@@ -346,10 +346,10 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"expected {self.n_features_in_} features, got shape {X.shape}")
         with torch_settings(self.num_threads), torch.no_grad():
             parts = [
-                torch.softmax(network(part), dim=1)
+                torch.softmax(network(part).double(), dim=1)
                 for part in torch.split(torch.from_numpy(X), 8192)
             ]
-        return torch.cat(parts).double().numpy()
+        return torch.cat(parts).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
