@@ -16,7 +16,16 @@ from tests.conftest import git, make_project, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = ["compose", "ingest", "validate", "split", "featurize", "train", "evaluate"]
+ALL_STAGES = [
+    "compose",
+    "ingest",
+    "validate",
+    "split",
+    "featurize",
+    "tune",
+    "train",
+    "evaluate",
+]
 
 
 def lock_outs(project: Path) -> dict[str, str]:
@@ -79,19 +88,27 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
     model = project / "conf/model/hgb.yaml"
     model.write_text(model.read_text().replace("max_leaf_nodes: 31", "max_leaf_nodes: 7"))
     out = dvc("repro")
-    assert ran_stages(out.stdout) == ["compose", "train", "evaluate"]
+    # tune (disabled: it only writes an empty file) declares the model params too.
+    assert ran_stages(out.stdout) == ["compose", "tune", "train", "evaluate"]
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["max_leaf_nodes"] == 7
 
     split = project / "conf/config.yaml"
     split.write_text(split.read_text().replace("valid_size: 0.2", "valid_size: 0.25"))
     out = dvc("repro")
-    assert ran_stages(out.stdout) == ["compose", "split", "featurize", "train", "evaluate"]
+    assert ran_stages(out.stdout) == [
+        "compose",
+        "split",
+        "featurize",
+        "tune",
+        "train",
+        "evaluate",
+    ]
     assert "up to date" in dvc("status").stdout
 
 
 def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.3")
-    assert ran_stages(out.stdout) == ["train", "evaluate"]
+    assert ran_stages(out.stdout) == ["tune", "train", "evaluate"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["_target_"] == "sklearn.linear_model.LogisticRegression"
     assert params["model"]["C"] == 0.3
@@ -102,7 +119,7 @@ def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("n_repeats: 5", "n_repeats: 2"))
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.7")
-    assert ran_stages(out.stdout) == ["compose", "train", "evaluate"]
+    assert ran_stages(out.stdout) == ["compose", "tune", "train", "evaluate"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["C"] == 0.7
     assert params["evaluate"]["importance"]["n_repeats"] == 2

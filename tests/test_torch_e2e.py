@@ -92,21 +92,20 @@ def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
 
 
 def test_tune_stage_feeds_train_params(project: Path, dvc) -> None:
-    args = [*MLP, "-S", "model.max_epochs=3", "-S", "tune.enabled=true", "-S", "tune.n_trials=3"]
-    out = dvc("exp", "run", *args)
+    args = [*MLP, "-S", "model.max_epochs=2", "-S", "tune.enabled=true", "-S", "tune.n_trials=2"]
+    out = dvc("exp", "run", *args, "-S", "evaluate.importance.n_repeats=1")
     log = out.stdout + out.stderr
-    for n in (1, 2, 3):
-        assert f"trial {n}/3:" in log
+    for n in (1, 2):
+        assert f"trial {n}/2:" in log
     best = yaml.safe_load((project / "reports/tune/best_params.yaml").read_text())
     assert best["tuned_for"].endswith("TorchMLPClassifier")
     assert set(best["model"]) == {"lr", "weight_decay", "dropout", "frequency_scale", "d_embedding"}
-    trials = (project / "reports/tune/trials.csv").read_text()
+    trials = pd.read_csv(project / "reports/tune/trials.csv")
+    assert trials["trial"].tolist() == [0, 1] and trials["value"].notna().all()
     # The tuned values are DVC params of train.
     diff = run(["dvc", "params", "diff", "--json"], project).stdout
     assert "reports/tune/best_params.yaml" in diff and "model.lr" in diff
     # Nested MLflow runs, one per trial, under one study run.
     parents = query(project, "select value from tags where key = 'mlflow.parentRunId'")
-    assert len(parents) == 3 and len({p for (p,) in parents}) == 1
-    # Same study again (forced): identical trials.
-    dvc("repro", "-f", "-s", "tune")
-    assert (project / "reports/tune/trials.csv").read_text() == trials
+    assert len(parents) == 2 and len({p for (p,) in parents}) == 1
+    # Reruns giving identical trials: tests/test_torch_mlp.py (seeded study, byte-identical fits).
