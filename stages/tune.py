@@ -76,7 +76,12 @@ def main() -> None:
         params={"seed": params["seed"], "model": model_cfg, "tune.metric": cfg.metric},
     ) as trial_log:
         trials = tune.run_study(
-            objective, space, cfg.n_trials, int(params["seed"]), on_trial=trial_log.log_trial
+            objective,
+            space,
+            cfg.n_trials,
+            int(params["seed"]),
+            on_trial=trial_log.log_trial,
+            metric=f"valid {cfg.metric}",
         )
         best = tune.best_params(trials, space)
         summary = {

@@ -75,6 +75,7 @@ def run_study(
     n_trials: int,
     seed: int,
     on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
+    metric: str = "value",
 ) -> pd.DataFrame:
     """Minimise ``objective`` over ``space``; one row per trial (number, value, params)."""
     import optuna
@@ -92,13 +93,13 @@ def run_study(
         rows.append({"trial": number, "value": value} | values)
         best = min(rows, key=lambda r: r["value"])
         log.info(
-            "trial %d/%d: %s = %.5f (best %.5f at trial %d) %s",
+            "trial %d/%d: %s %.5f (best %.5f, trial %d) %s",
             number + 1,
             n_trials,
-            "value",
+            metric,
             value,
             best["value"],
-            best["trial"],
+            best["trial"] + 1,
             json.dumps(values),
         )
         if on_trial is not None:
