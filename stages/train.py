@@ -10,17 +10,22 @@ from tabular_pipeline.config import (
     SplitConfig,
     TrackingConfig,
     TrainConfig,
+    TuneConfig,
     load_params,
     parse_section,
 )
 from tabular_pipeline.evaluation.metrics import TRAIN_HEADLINE, classification_metrics, headline
+from tabular_pipeline.models import distributed
 from tabular_pipeline.models.modeling import (
     build_estimator,
     fit_pipeline,
     model_name,
     predict_proba,
     signature_example,
+    training_curve,
+    uses_package_code,
 )
+from tabular_pipeline.models.tune import apply_tuned
 
 log = logging.getLogger("train")
 
@@ -31,18 +36,38 @@ def main() -> None:
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     cfg = parse_section(params, "train", TrainConfig)
+    tune_cfg = parse_section(params, "tune", TuneConfig)
     track = parse_section(params, "tracking", TrackingConfig)
     tracking.preflight()
-    model_cfg = dict(params["model"])
+    model_cfg = apply_tuned(dict(params["model"]), Path(tune_cfg.out))
+
+    if distributed.planned_world_size(cfg.distributed) > 1:
+        distributed.check_supported(build_estimator(model_cfg), model_name(model_cfg))
+    if distributed.needs_launch(cfg.distributed):
+        distributed.launch(cfg.distributed, "stages.train")
+        return
 
     frames = {
         name: stage.read_parquet(split_dir / f"{name}.parquet") for name in ("train", "valid")
     }
-    estimator = build_estimator(model_cfg)
-    log.info("fitting %s on %d rows", model_name(model_cfg), len(frames["train"]))
-    pipeline = fit_pipeline(
-        stage.load_object(featurizer_path), estimator, frames["train"], data.target
-    )
+    with distributed.process_group(cfg.distributed):
+        estimator = build_estimator(model_cfg)
+        log.info(
+            "fitting %s on %d rows (process %d of %d)",
+            model_name(model_cfg),
+            len(frames["train"]),
+            distributed.rank() + 1,
+            distributed.world_size(),
+        )
+        pipeline = fit_pipeline(
+            stage.load_object(featurizer_path),
+            estimator,
+            frames["train"],
+            data.target,
+            valid=frames["valid"],
+        )
+        if not distributed.is_rank0():
+            return  # rank 0 alone writes outputs and logs
 
     metrics = {}
     for name, frame in frames.items():
@@ -60,6 +85,8 @@ def main() -> None:
     stage.write_json(
         Path(cfg.metrics_out), {k: headline(v, TRAIN_HEADLINE) for k, v in metrics.items()}
     )
+    curve = training_curve(pipeline)
+    stage.write_csv(curve, Path(cfg.curve_out))
 
     example = signature_example(frames["valid"].drop(columns=[data.target]))
     tracking.log_training_run(
@@ -67,9 +94,16 @@ def main() -> None:
         run_name=f"{data.name}-{model_name(model_cfg)}",
         pipeline=pipeline,
         model_path=model_path,
-        params={"seed": params["seed"], "data": data.name, "model": model_cfg},
+        params={
+            "seed": params["seed"],
+            "data": data.name,
+            "model": model_cfg,
+            "world_size": distributed.planned_world_size(cfg.distributed),
+        },
         metrics=metrics,
         input_example=example,
+        history=curve.to_dict("records"),
+        package_code=uses_package_code(pipeline),
     )
 
 

@@ -129,9 +129,34 @@ class FeaturizeConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """torchrun layout of the torch model's training; results depend on it."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str = ""  # host:port of node 0; empty = single node, free port
+    rdzv_id: str = "tabular-pipeline"
+
+
+@dataclass
 class TrainConfig:
     model_out: str = "models/model.joblib"
     metrics_out: str = "metrics/train.json"
+    curve_out: str = "reports/train/curve.csv"
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+
+@dataclass
+class TuneConfig:
+    """Optuna study over ``search_space[<estimator class>]``; off unless ``enabled``."""
+
+    enabled: bool = False
+    n_trials: int = 20
+    metric: str = "log_loss"  # minimised on the validation split; or "error"
+    out: str = "reports/tune/best_params.yaml"
+    trials_out: str = "reports/tune/trials.csv"
+    metrics_out: str = "metrics/tune.json"
+    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,15 +166,41 @@ def flatten(prefix: str, value: Any) -> dict[str, float]:
     return {}
 
 
-def pip_requirements() -> list[str]:
-    """Pinned runtime needs of the logged sklearn pipeline.
+def pip_requirements(torch: bool = False) -> list[str]:
+    """Pinned runtime needs of the logged sklearn pipeline (plus torch for the torch model).
 
     Explicit on purpose: without it MLflow infers requirements by loading the
     model in a subprocess, which costs seconds on every log.
     """
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "pandas", "numpy", "scipy")]
+    packages = ["scikit-learn", "pandas", "numpy", "scipy"] + (["torch"] if torch else [])
+    return [f"{pkg}=={version(pkg)}" for pkg in packages]
+
+
+def package_dir() -> Path:
+    """This package's source folder, shipped with models whose classes live in it."""
+    return Path(__file__).resolve().parent
+
+
+def log_history(history: list[dict[str, float]], step_key: str = "epoch") -> None:
+    """Per-epoch values as MLflow metric history (one step per epoch), in one batch."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    if run is None or not history:
+        return
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key=f"curve.{key}", value=float(value), timestamp=now, step=int(row[step_key]))
+        for row in history
+        for key, value in row.items()
+        if key != step_key
+    ]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
 
 
 def log_training_run(
@@ -184,8 +211,15 @@ def log_training_run(
     params: dict[str, Any],
     metrics: dict[str, Any],
     input_example: Any,
+    history: list[dict[str, float]] | None = None,
+    package_code: bool = False,
 ) -> str:
-    """Log params, metrics and the servable model; return the run id."""
+    """Log params, metrics and the servable model; return the run id.
+
+    ``package_code`` ships this package with the model (MLflow ``code_paths``)
+    and adds torch to its requirements, so the torch model loads where the
+    repository is absent.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -199,12 +233,14 @@ def log_training_run(
             flat_params = flatten_params("", params)
             mlflow.log_params(flat_params)
             mlflow.log_metrics(flatten("", metrics))
+            log_history(history or [])
             mlflow.sklearn.log_model(
                 pipeline,
                 name="model",
                 signature=signature,
                 input_example=input_example,
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(torch=package_code),
+                code_paths=[str(package_dir())] if package_code else None,
                 # skops refuses HistGradientBoosting's TreePredictor; this
                 # artifact is produced right here, so pickle's risk is ours.
                 serialization_format="cloudpickle",
@@ -241,3 +277,78 @@ def flatten_params(prefix: str, value: Any) -> dict[str, str]:
             out.update(flatten_params(f"{prefix}.{key}" if prefix else str(key), sub))
         return out
     return {prefix: str(value)}
+
+
+class TrialLogger:
+    """A parent MLflow run for a study and one nested child run per trial.
+
+    The store lock is taken per write, not for the whole study, so parallel
+    queued experiments are not blocked for minutes.
+    """
+
+    def __init__(self, experiment: str, run_name: str, params: dict[str, Any]) -> None:
+        self.experiment = experiment
+        self.run_name = run_name
+        self.params = params
+        self.root = project_root()
+        self.uri = tracking_uri(self.root)
+        self.parent_id = ""
+
+    def __enter__(self) -> TrialLogger:
+        import mlflow
+
+        with store_lock(self.root, self.uri):
+            experiment_id = configure(self.root, self.experiment)
+            self.experiment_id = experiment_id
+            client = mlflow.MlflowClient()
+            run = client.create_run(
+                experiment_id, run_name=self.run_name, tags=run_tags(Path.cwd())
+            )
+            self.parent_id = run.info.run_id
+            client.log_batch(self.parent_id, params=_params(flatten_params("", self.params)))
+        log.info("MLflow run %s in %s: study with nested trial runs", self.parent_id, self.uri)
+        return self
+
+    def log_trial(self, number: int, values: dict[str, Any], value: float) -> None:
+        import mlflow
+        from mlflow.entities import Metric
+
+        client = mlflow.MlflowClient()
+        with store_lock(self.root, self.uri):
+            run = client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{number}",
+                tags={"mlflow.parentRunId": self.parent_id, "trial": str(number)},
+            )
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric("value", value, int(time.time() * 1000), 0)],
+                params=_params(flatten_params("", values)),
+            )
+            client.set_terminated(run.info.run_id)
+
+    def finish(self, best: dict[str, Any], summary: dict[str, Any]) -> None:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        with store_lock(self.root, self.uri):
+            client.log_batch(
+                self.parent_id, params=_params(flatten_params("best", best) if best else {})
+            )
+            for key, value in flatten("", summary).items():
+                client.log_metric(self.parent_id, key, value)
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        import mlflow
+
+        if self.parent_id:
+            with store_lock(self.root, self.uri):
+                mlflow.MlflowClient().set_terminated(
+                    self.parent_id, status="FAILED" if exc_type else "FINISHED"
+                )
+
+
+def _params(values: dict[str, str]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(key, value) for key, value in values.items()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -34,13 +35,49 @@ def build_estimator(model_cfg: dict[str, Any]) -> BaseEstimator:
     return estimator
 
 
+def accepts_eval_set(estimator: BaseEstimator) -> bool:
+    """Whether ``fit`` takes a validation split (the torch model's early stopping does)."""
+    return "eval_set" in inspect.signature(estimator.fit).parameters
+
+
 def fit_pipeline(
-    featurizer: ColumnTransformer, estimator: BaseEstimator, frame: pd.DataFrame, target: str
+    featurizer: ColumnTransformer,
+    estimator: BaseEstimator,
+    frame: pd.DataFrame,
+    target: str,
+    valid: pd.DataFrame | None = None,
 ) -> Pipeline:
-    """Fit only the estimator: the featurizer was fitted on train by its own stage."""
+    """Fit only the estimator: the featurizer was fitted on train by its own stage.
+
+    ``valid`` reaches the estimator only if its ``fit`` has an ``eval_set``
+    parameter, so the scikit-learn models are fitted exactly as before.
+    """
     X = featurizer.transform(frame.drop(columns=[target]))
-    estimator.fit(X, frame[target].astype(str).to_numpy())
+    y = frame[target].astype(str).to_numpy()
+    if valid is not None and accepts_eval_set(estimator):
+        eval_set = (
+            featurizer.transform(valid.drop(columns=[target])),
+            valid[target].astype(str).to_numpy(),
+        )
+        estimator.fit(X, y, eval_set=eval_set)
+    else:
+        estimator.fit(X, y)
     return Pipeline([("features", featurizer), ("model", estimator)])
+
+
+CURVE_COLUMNS = ["epoch", "train_loss", "valid_log_loss", "valid_accuracy"]
+
+
+def training_curve(pipeline: Pipeline) -> pd.DataFrame:
+    """Per-epoch history of an iterative model; empty (header only) for the others."""
+    history = getattr(pipeline[-1], "history_", None) or []
+    curve = pd.DataFrame(history, columns=CURVE_COLUMNS)
+    return curve.astype({"epoch": "int64"})
+
+
+def uses_package_code(pipeline: Pipeline) -> bool:
+    """True if a step's class lives in this package (so a loader needs its code)."""
+    return any(type(step).__module__.startswith("tabular_pipeline.") for _, step in pipeline.steps)
 
 
 def predict_proba(

@@ -1,0 +1,101 @@
+"""Stage tune: seeded Optuna search on the validation split (opt-in: tune.enabled).
+
+Disabled, it writes an empty tuned-params file, so ``train`` runs on the
+model config alone. Enabled, it writes the best trial's values, which
+``train`` merges over the model config and DVC tracks as params.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tabular_pipeline import stage, tracking
+from tabular_pipeline.config import (
+    FeaturizeConfig,
+    SplitConfig,
+    TrackingConfig,
+    TuneConfig,
+    load_data_config,
+    load_params,
+    parse_section,
+)
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.evaluation.metrics import classification_metrics
+from tabular_pipeline.models import tune
+from tabular_pipeline.models.modeling import (
+    build_estimator,
+    fit_pipeline,
+    model_name,
+    predict_proba,
+)
+
+log = logging.getLogger("tune")
+
+
+def main() -> None:
+    params = load_params()
+    data = load_data_config(params)
+    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
+    featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
+    cfg = parse_section(params, "tune", TuneConfig)
+    track = parse_section(params, "tracking", TrackingConfig)
+    model_cfg = dict(params["model"])
+    name = model_name(model_cfg)
+    if cfg.metric not in tune.METRICS:
+        raise PipelineError(
+            f"params.yaml: tune.metric must be one of {tune.METRICS}, got {cfg.metric!r}"
+        )
+
+    if not cfg.enabled:
+        log.info("tune.enabled is false: %s keeps its configured values", name)
+        tune.write_tuned(Path(cfg.out), None, {})
+        stage.write_csv(pd.DataFrame(columns=["trial", "value"]), Path(cfg.trials_out))
+        stage.write_json(Path(cfg.metrics_out), {"n_trials": 0})
+        return
+
+    space = cfg.search_space.get(name, {})
+    tune.check_space(space, name)
+    train = stage.read_parquet(split_dir / "train.parquet")
+    valid = stage.read_parquet(split_dir / "valid.parquet")
+    featurizer = stage.load_object(featurizer_path)
+
+    def objective(values: dict[str, Any]) -> float:
+        estimator = build_estimator(model_cfg | values)
+        if estimator.get_params().get("verbose") is True:
+            estimator.set_params(verbose=False)  # one line per trial, not per epoch
+        pipeline = fit_pipeline(featurizer, estimator, train, data.target, valid=valid)
+        proba, classes = predict_proba(pipeline, valid, data.target)
+        return float(classification_metrics(valid[data.target], proba, classes)[cfg.metric])
+
+    log.info("tuning %s: %d trials, minimising valid %s", name, cfg.n_trials, cfg.metric)
+    with tracking.TrialLogger(
+        track.experiment,
+        run_name=f"{data.name}-{name}-tune",
+        params={"seed": params["seed"], "model": model_cfg, "tune.metric": cfg.metric},
+    ) as trial_log:
+        trials = tune.run_study(
+            objective,
+            space,
+            cfg.n_trials,
+            int(params["seed"]),
+            on_trial=trial_log.log_trial,
+            metric=f"valid {cfg.metric}",
+        )
+        best = tune.best_params(trials, space)
+        summary = {
+            "n_trials": len(trials),
+            "best_trial": int(trials.loc[trials["value"].idxmin(), "trial"]),
+            f"best_valid_{cfg.metric}": float(trials["value"].min()),
+        }
+        trial_log.finish(best, summary)
+
+    stage.write_csv(trials, Path(cfg.trials_out))
+    stage.write_json(Path(cfg.metrics_out), summary)
+    tune.write_tuned(Path(cfg.out), str(model_cfg["_target_"]), best)
+    log.info("best of %d trials: %s", len(trials), best)
+
+
+if __name__ == "__main__":
+    stage.run(main)
