@@ -87,15 +87,6 @@ chromium:
 test: env lint chromium
 	$(BIN)/pytest
 
-# Headless Chromium: the e2e tests screenshot the Evidently drift report to
-# check it renders offline. Debian package; skipped when a Chromium or Chrome
-# is already installed (GitHub's Ubuntu runners ship google-chrome).
-chromium:
-	@command -v chromium >/dev/null || command -v google-chrome >/dev/null || { \
-	  echo "installing chromium (apt) for the report rendering test"; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
-
 test-fast: env
 	$(BIN)/pytest -m "not slow"
 

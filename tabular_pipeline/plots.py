@@ -18,12 +18,13 @@ import argparse
 import html
 import json
 import logging
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tabular_pipeline.evaluation.metrics import slug
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,7 @@ def dvc_plot_specs(revs: list[str] | None = None, cwd: Path | None = None) -> di
 
 
 def _name(plot_id: str, taken: set[str]) -> str:
-    base = re.sub(r"[^0-9A-Za-z]+", "_", plot_id.removesuffix(".csv")).strip("_") or "plot"
-    base = base.removeprefix("plots_")
-    name, i = base, 1
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    taken.add(name)
-    return name
+    return slug(plot_id.removesuffix(".csv").removeprefix("plots/"), taken)
 
 
 def render_charts(payload: dict[str, Any]) -> list[Chart]:

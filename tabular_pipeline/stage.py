@@ -88,8 +88,8 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def read_json(path: Path) -> Any:

@@ -35,10 +35,10 @@ def _chromium(url: str, *args: str) -> subprocess.CompletedProcess:
             "--disable-sync",
             "--no-first-run",
             f"--user-data-dir={profile}",
-            # Networking off: every request goes to a closed local port, so a
-            # page that needs a CDN renders as it would offline.
+            # Networking off: every request but loopback (Chromium never proxies
+            # it) goes to a closed local port, so a page that needs a CDN
+            # renders as it would offline; a service on 127.0.0.1 still answers.
             "--proxy-server=127.0.0.1:9",
-            "--proxy-bypass-list=<-loopback>",
             *args,
             url,
         ]
@@ -50,8 +50,15 @@ def dump_dom(url: str, budget_ms: int = 5000) -> str:
     return _chromium(url, f"--virtual-time-budget={budget_ms}", "--dump-dom").stdout
 
 
-def screenshot(url: str, png: Path, width: int = 1400, height: int = 1100) -> Path:
-    _chromium(url, f"--window-size={width},{height}", f"--screenshot={png}")
+def screenshot(
+    url: str, png: Path, width: int = 1400, height: int = 1100, budget_ms: int = 5000
+) -> Path:
+    _chromium(
+        url,
+        f"--window-size={width},{height}",
+        f"--virtual-time-budget={budget_ms}",
+        f"--screenshot={png}",
+    )
     assert png.exists() and png.stat().st_size > 0
     return png
 

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.browser import needs_chromium, screenshot
 from tests.conftest import git, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 REGRESSION = re.compile(r"test (roc_auc|accuracy) (\d\.\d{4}) vs champion v1 (\d\.\d{4})")
 
 
@@ -54,6 +52,7 @@ def register_champion(dvc, project: Path) -> None:
 WORSE = {"model": "logreg", "model.C": "0.0001"}
 
 
+@needs_chromium
 def test_chain_writes_decision_card_and_offline_drift_report(
     built_project: Path, tmp_path: Path
 ) -> None:
@@ -79,28 +78,7 @@ def test_chain_writes_decision_card_and_offline_drift_report(
     text = html.read_text()
     assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?://", text), "external asset"
     assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-", text), "random uuid7 left"
-    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
-    if browser is None:
-        pytest.fail("no headless Chromium: run `make chromium` (make test does)")
-    shot = tmp_path / "drift.png"
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1280,1600",
-            "--virtual-time-budget=15000",
-            f"--screenshot={shot}",
-            html.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    shot = screenshot(html.as_uri(), tmp_path / "drift.png", 1280, 1600, budget_ms=15000)
     from PIL import Image
 
     image = Image.open(shot).convert("L")

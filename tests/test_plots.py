@@ -23,7 +23,7 @@ def test_render_charts_makes_svg_and_unique_names() -> None:
     payload = {
         "data": {
             "plots/roc/a.csv": [{"type": "vega", "content": SPEC}],
-            "plots_roc_a": [{"type": "vega", "content": SPEC}],
+            "roc/a": [{"type": "vega", "content": SPEC}],
             "picture.png": [{"type": "image", "url": "picture.png"}],
         }
     }

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tabular_pipeline.serving import package
+from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
 
 pytestmark = pytest.mark.slow
@@ -251,28 +252,15 @@ def test_ab_split_is_sticky_with_the_configured_share(served: Served) -> None:
     assert lines[-1]["features"] == row and set(lines[-1]) >= {"ts", "label", "proba"}
 
 
+@needs_chromium
 def test_docs_page_renders_offline_in_chromium(served: Served, tmp_path: Path) -> None:
     spec = httpx.get(f"{served.url}/docs.json").json()
     assert {"/predict", "/predict_batch"} <= set(spec["paths"])
     html = httpx.get(f"{served.url}/").text
     assert "googletagmanager" not in html and "swagger-ui-bundle.js" in html
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("chromium not installed (make chromium)")
-    shot = tmp_path / "docs.png"
-    flags = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--window-size=1280,2000",
-        "--virtual-time-budget=8000",
-    ]
-    dom = subprocess.run(
-        [*flags, "--dump-dom", f"{served.url}/"], capture_output=True, text=True, timeout=120
-    ).stdout
+    dom = dump_dom(f"{served.url}/", budget_ms=8000)
     assert "opblock" in dom and "/predict_batch" in dom, dom[-2000:]
-    subprocess.run([*flags, f"--screenshot={shot}", f"{served.url}/"], timeout=120, check=True)
+    shot = screenshot(f"{served.url}/", tmp_path / "docs.png", 1280, 2000, budget_ms=8000)
     from PIL import Image
 
     image = np.asarray(Image.open(shot).convert("L"), dtype=float)

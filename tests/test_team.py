@@ -170,7 +170,10 @@ def test_sigkill_of_train_then_repro_recovers_identical_outputs(project: Path) -
     victim = None
     deadline = time.time() + 120
     while time.time() < deadline and victim is None and proc.poll() is None:
-        ps = subprocess.run(["pgrep", "-f", "-n", "stages.train"], capture_output=True, text=True)
+        # the python process itself, not the shell DVC starts it from
+        ps = subprocess.run(
+            ["pgrep", "-f", "-n", "^python -m stages.train"], capture_output=True, text=True
+        )
         victim = int(ps.stdout.split()[0]) if ps.stdout.split() else None
         time.sleep(0.1)
     assert victim, "train stage never started"
@@ -245,7 +248,9 @@ def test_disk_full_fails_the_stage_clearly_and_keeps_dvc_lock(project: Path) -> 
     assert "cannot write models/model.joblib: File too large; dvc.lock is unchanged" in log, log
     assert "Traceback" not in log
     assert (project / "dvc.lock").read_bytes() == lock_before
-    git(project, "checkout", "dvc.yaml")
+    # What the README says after a failed stage: git-tracked outputs from git,
+    # cached ones from the DVC cache.
+    git(project, "checkout", "HEAD", "--", ".")
     run(["dvc", "checkout", "--force"], project)
     assert "up to date" in run(["dvc", "status"], project).stdout
     assert not list((project / "models").glob(".*.tmp"))
