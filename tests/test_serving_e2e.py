@@ -292,6 +292,7 @@ def test_fuzz_the_openapi_spec_with_schemathesis(served: Served) -> None:
             "1",
             "--no-color",
         ],
+        cwd=served.project,  # its .schemathesis cache lands in the temporary copy
         capture_output=True,
         text=True,
         timeout=900,
