@@ -276,7 +276,7 @@ def load_data_config(params: dict[str, Any]) -> DataConfig:
 class DriftGateConfig:
     max_drift_share: float = 0.5
     critical_columns: list[str] = field(default_factory=list)
-    prediction: bool = True
+    prediction: bool = False
     enforce_in_experiments: bool = False
 
 
