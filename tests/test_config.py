@@ -17,6 +17,7 @@ from tabular_pipeline.config import (
     SplitConfig,
     TrackingConfig,
     TrainConfig,
+    TuneConfig,
     ValidateConfig,
     load_data_config,
     parse_section,
@@ -33,6 +34,7 @@ SECTIONS = {
     "split": SplitConfig,
     "featurize": FeaturizeConfig,
     "train": TrainConfig,
+    "tune": TuneConfig,
     "evaluate": EvaluateConfig,
     "tracking": TrackingConfig,
 }
@@ -65,7 +67,7 @@ def test_committed_params_are_the_composed_defaults(tmp_path: Path) -> None:
 
 
 def test_group_options_exist() -> None:
-    assert options("model") == ["hgb", "logreg", "random_forest"]
+    assert options("model") == ["hgb", "logreg", "mlp", "random_forest"]
     assert "adult" in options("data")
 
 
