@@ -149,6 +149,13 @@ def test_train_and_evaluate_log_to_a_real_tracking_server(
     assert {"valid.accuracy", "test.accuracy", "test.roc_auc"} <= metrics
 
 
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
+    except OSError:
+        return None
+
+
 def test_sigkill_of_train_then_repro_recovers_identical_outputs(project: Path) -> None:
     expected = cached_outs(project)
     # A long fit, so the kill lands mid-stage; params.yaml is restored afterwards.
@@ -170,11 +177,13 @@ def test_sigkill_of_train_then_repro_recovers_identical_outputs(project: Path) -
     victim = None
     deadline = time.time() + 120
     while time.time() < deadline and victim is None and proc.poll() is None:
-        # the python process itself, not the shell DVC starts it from
+        # the python process itself (not the shell DVC starts it from), and only
+        # this project's: other pipelines may be training on the same machine
         ps = subprocess.run(
-            ["pgrep", "-f", "-n", "^python -m stages.train"], capture_output=True, text=True
+            ["pgrep", "-f", "^python -m stages.train"], capture_output=True, text=True
         )
-        victim = int(ps.stdout.split()[0]) if ps.stdout.split() else None
+        mine = [int(p) for p in ps.stdout.split() if _cwd(int(p)) == project.resolve()]
+        victim = mine[0] if mine else None
         time.sleep(0.1)
     assert victim, "train stage never started"
     time.sleep(2.0)
