@@ -43,8 +43,8 @@ def main() -> None:
     track = parse_section(params, "tracking", TrackingConfig)
 
     metrics = stage.read_json(Path(ev_cfg.metrics_out))
-    metrics["per_class"] = stage.read_json(Path(ev_cfg.per_class_out))
     fairness = stage.read_json(Path(ev_cfg.fairness_out))
+    metrics["ci"] = fairness.get("ci", {})
     drift = stage.read_json(Path(drift_cfg.metrics_out))
     drift_summary = stage.read_json(Path(drift_cfg.summary_out))
     test = stage.read_parquet(split_dir / "test.parquet")

@@ -82,9 +82,7 @@ def main() -> None:
 
     model_path = Path(cfg.model_out)
     stage.save_object(pipeline, model_path)
-    stage.write_json(
-        Path(cfg.metrics_out), {k: headline(v, TRAIN_HEADLINE) for k, v in metrics.items()}
-    )
+    stage.write_json(Path(cfg.metrics_out), {"valid": headline(metrics["valid"], TRAIN_HEADLINE)})
     curve = training_curve(pipeline)
     stage.write_csv(curve, Path(cfg.curve_out))
 

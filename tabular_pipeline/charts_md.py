@@ -25,8 +25,12 @@ def _fields(spec: dict[str, Any]) -> tuple[str, str, str, str] | None:
     return x["field"], x.get("type", ""), y["field"], y.get("type", "")
 
 
-def _num(value: Any) -> float:
-    return float(value)
+def _num(value: Any) -> float | None:
+    """DVC passes CSV cells as text; an empty cell (e.g. a rate for a tiny group) is None."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _series(values: list[dict[str, Any]], revs: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -39,13 +43,16 @@ def _axis(label: str, lo: float, hi: float) -> str:
 
 def _curve(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple) -> str:
     xf, _, yf, _ = f
-    xs = [_num(v[xf]) for v in values]
-    ys = [_num(v[yf]) for v in values]
+    values = [v for v in values if _num(v[xf]) is not None and _num(v[yf]) is not None]
+    if not values:
+        return ""
+    xs = [float(v[xf]) for v in values]
+    ys = [float(v[yf]) for v in values]
     lo, hi = min(xs), max(xs)
     grid = np.linspace(lo, hi, GRID)
     lines = []
     for rows in _series(values, revs).values():
-        pts = sorted((_num(r[xf]), _num(r[yf])) for r in rows)
+        pts = sorted((float(r[xf]), float(r[yf])) for r in rows)
         if not pts:
             continue
         px, py = zip(*pts, strict=True)
@@ -71,7 +78,7 @@ def _bars(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple) -
     bars = []
     for rows in _series(values, revs).values():
         by_cat = {str(r[yf]): _num(r[xf]) for r in rows}
-        bars.append("    bar " + json.dumps([round(by_cat.get(c, 0.0), 4) for c in cats]))
+        bars.append("    bar " + json.dumps([round(by_cat.get(c) or 0.0, 4) for c in cats]))
     head = ["```mermaid", "xychart-beta horizontal", f'    title "{title}"']
     axes = [f"    x-axis {json.dumps(cats)}", f'    y-axis "{xf}"']
     return "\n".join([*head, *axes, *bars, "```"])
@@ -112,7 +119,9 @@ def plot_markdown(payload: dict[str, Any]) -> list[str]:
             if f is None:
                 continue
             if f[1] == "quantitative" and f[3] == "quantitative":
-                blocks.append(_curve(plot_id, values, revs, f))
+                curve = _curve(plot_id, values, revs, f)
+                if curve:
+                    blocks.append(curve)
             elif f[1] == "quantitative":
                 blocks.append(_bars(plot_id, values, revs, f))
     return blocks

@@ -41,3 +41,21 @@ def test_bars_and_confusion_tables() -> None:
     imp, cm = plot_markdown(payload)
     assert 'x-axis ["a", "b"]' in imp and "bar [0.2, 0.1]" in imp
     assert "| `x` | 1 | 1 |" in cm and "| `y` | 0 | 2 |" in cm
+
+
+def test_empty_cells_are_skipped_not_fatal() -> None:
+    """A fairness rate left empty for a tiny group must not break the report."""
+    q = "quantitative"
+    bars = [{"group": "a", "tpr": "", "rev": "w"}, {"group": "b", "tpr": "0.5", "rev": "w"}]
+    enc = {"x": {"field": "tpr", "type": q}, "y": {"field": "group", "type": "nominal"}}
+    curve = [{"epoch": "", "loss": "", "rev": "w"}]
+    cenc = {"x": {"field": "epoch", "type": q}, "y": {"field": "loss", "type": q}}
+    item = {"type": "vega", "revisions": ["w"]}
+    payload = {
+        "data": {
+            "bars": [item | {"content": {"data": {"values": bars}, "encoding": enc}}],
+            "curve": [item | {"content": {"data": {"values": curve}, "encoding": cenc}}],
+        }
+    }
+    (block,) = plot_markdown(payload)
+    assert "bar [0.0, 0.5]" in block

@@ -35,10 +35,7 @@ def build(
     lineage: dict[str, Any],
     versions: dict[str, str],
 ) -> dict[str, Any]:
-    headline = {
-        k: evaluation.get(k)
-        for k in ("accuracy", "error_rate", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss")
-    }
+    headline = {k: evaluation.get(k) for k in ("accuracy", "f1_macro", "roc_auc", "log_loss")}
     return {
         "schema": SCHEMA,
         "model_details": {
