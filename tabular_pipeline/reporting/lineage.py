@@ -17,11 +17,8 @@ FRAMEWORKS = ("scikit-learn", "pandas", "numpy", "mlflow", "evidently", "dvc")
 
 def md5(path: Path) -> str:
     """The hash DVC records for a file in dvc.lock (and in a directory's manifest)."""
-    digest = hashlib.md5()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def data_section(data: DataConfig, split_dir: Path) -> dict[str, Any]:

@@ -54,11 +54,8 @@ _TIME_LINE = re.compile(rb"^(\s*creation_time:\s*).*$", re.M)
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def safe_name(name: str) -> str:
