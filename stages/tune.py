@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from tabular_pipeline import stage, tracking
+from tabular_pipeline import stage
 from tabular_pipeline.config import (
+    DataConfig,
     FeaturizeConfig,
     SplitConfig,
     TrackingConfig,
@@ -22,39 +23,44 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.evaluation.metrics import classification_metrics
 from tabular_pipeline.models import tune
-from tabular_pipeline.models.modeling import (
-    build_estimator,
-    fit_pipeline,
-    model_name,
-    predict_proba,
-)
 
 log = logging.getLogger("tune")
 
 
 def main() -> None:
     params = load_params()
-    data = load_data_config(params)
-    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
-    featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     cfg = parse_section(params, "tune", TuneConfig)
-    track = parse_section(params, "tracking", TrackingConfig)
-    model_cfg = dict(params["model"])
-    name = model_name(model_cfg)
     if cfg.metric not in tune.METRICS:
         raise PipelineError(
             f"params.yaml: tune.metric must be one of {tune.METRICS}, got {cfg.metric!r}"
         )
-
     if not cfg.enabled:
-        log.info("tune.enabled is false: %s keeps its configured values", name)
+        # The common case, re-run on every model edit (tune declares the model
+        # params): no model, tracking or sklearn imports, so it takes ~1 s.
+        log.info("tune.enabled is false: the model keeps its configured values")
         tune.write_tuned(Path(cfg.out), None, {})
         stage.write_csv(pd.DataFrame(columns=["trial", "value"]), Path(cfg.trials_out))
         stage.write_json(Path(cfg.metrics_out), {"n_trials": 0})
         return
+    search(params, cfg, load_data_config(params))
 
+
+def search(params: dict[str, Any], cfg: TuneConfig, data: DataConfig) -> None:
+    from tabular_pipeline import tracking
+    from tabular_pipeline.evaluation.metrics import classification_metrics
+    from tabular_pipeline.models.modeling import (
+        build_estimator,
+        fit_pipeline,
+        model_name,
+        predict_proba,
+    )
+
+    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
+    featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
+    track = parse_section(params, "tracking", TrackingConfig)
+    model_cfg = dict(params["model"])
+    name = model_name(model_cfg)
     space = cfg.search_space.get(name, {})
     tune.check_space(space, name)
     train = stage.read_parquet(split_dir / "train.parquet")

@@ -119,14 +119,47 @@ def ran_stages(output: str) -> list[str]:
     ]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, and among them those that need no built project first.
+
+    With two xdist workers this keeps both cores busy: one worker builds the
+    shared project while the other starts on a test that builds its own, and
+    the many short unit tests at the end even out the finish.
+    """
+    order = {id(item): i for i, item in enumerate(items)}
+
+    def key(item: pytest.Item) -> tuple[bool, bool, int]:
+        slow = item.get_closest_marker("slow") is not None
+        return (not slow, "built_project" in getattr(item, "fixturenames", ()), order[id(item)])
+
+    items.sort(key=key)
+
+
 @pytest.fixture(scope="session")
 def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A sampled project on which `dvc repro` has run once and which is committed."""
-    project = make_project(tmp_path_factory.mktemp("built"))
-    run(["dvc", "repro"], project)
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "repro")
-    return project
+    """A sampled project on which `dvc repro` has run once and which is committed.
+
+    Built once per session: under pytest-xdist the first worker to ask builds
+    it in the session's shared temp folder while the others wait on a file
+    lock. Tests must treat it as read-only (copy it: the ``project`` fixture),
+    so no dvc command ever runs in it after the build.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by every worker of this session
+    home = root / "built"
+    with FileLock(str(root / "built.lock")):
+        if not (home / "done").exists():
+            shutil.rmtree(home, ignore_errors=True)
+            project = make_project(home)
+            run(["dvc", "repro"], project)
+            git(project, "add", "-A")
+            git(project, "commit", "-q", "-m", "repro")
+            (home / "done").touch()
+    return home / "project"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import git, ran_stages, run
+from tests.conftest import git, make_project, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def mlflow_runs(project: Path) -> list[dict[str, str]]:
     return list(runs.values())
 
 
-def test_full_repro_builds_everything(built_project: Path) -> None:
+def test_full_repro_builds_everything(project: Path) -> None:
     for path in (
         "data/ingested/train.parquet",
         "data/split/test.parquet",
@@ -66,16 +66,16 @@ def test_full_repro_builds_everything(built_project: Path) -> None:
         "metrics/register.json",
         "plots/fairness.csv",
     ):
-        assert (built_project / path).exists(), path
-    metrics = json.loads((built_project / "metrics/evaluate.json").read_text())
+        assert (project / path).exists(), path
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
     assert metrics["n_rows"] == 800
     assert 0.7 < metrics["accuracy"] <= 1.0
-    per_class = json.loads((built_project / "reports/evaluate/per_class.json").read_text())
+    per_class = json.loads((project / "reports/evaluate/per_class.json").read_text())
     assert set(per_class) == {"<=50K", ">50K"}
     assert "error" not in metrics and "per_class" not in metrics  # DVC reads "error" as a failure
-    status = run(["dvc", "status"], built_project)
+    status = run(["dvc", "status"], project)
     assert "up to date" in status.stdout
-    shown = run(["dvc", "metrics", "show"], built_project)
+    shown = run(["dvc", "metrics", "show"], project)
     assert "failed" not in (shown.stdout + shown.stderr).lower()
     assert "accuracy" in shown.stdout
 
@@ -89,6 +89,31 @@ def test_noop_repro_runs_nothing_and_is_fast(dvc) -> None:
     assert elapsed < 10, f"no-op repro took {elapsed:.1f}s"
 
 
+# A conf edit -> the stages whose declared params it changes (what `dvc status`
+# reports after compose; DVC then re-runs everything downstream of them).
+CONF_EDITS = [
+    ("conf/config.yaml", "valid_size: 0.2 ", "valid_size: 0.25 ", {"split"}),
+    ("conf/config.yaml", "min_frequency: 10 ", "min_frequency: 5 ", {"featurize"}),
+    ("conf/config.yaml", "n_trials: 20 ", "n_trials: 5 ", {"tune"}),
+    ("conf/config.yaml", "nproc_per_node: 1", "nproc_per_node: 2", {"train"}),
+    ("conf/config.yaml", "n_resamples: 1000", "n_resamples: 200", {"evaluate"}),
+    ("conf/config.yaml", "max_drift_share: 0.5", "max_drift_share: 0.4", {"drift"}),
+    ("conf/config.yaml", "alias: champion", "alias: best", {"register"}),
+    (
+        "conf/model/hgb.yaml",
+        "max_leaf_nodes: 31",
+        "max_leaf_nodes: 7",
+        {"tune", "train", "register"},
+    ),
+    (
+        "conf/data/adult.yaml",
+        'positive_label: ">50K"',
+        'positive_label: "<=50K"',
+        {"validate", "evaluate", "drift"},
+    ),
+]
+
+
 def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("calibration_bins: 10", "calibration_bins: 5"))
@@ -98,51 +123,39 @@ def test_conf_edit_reruns_only_affected_stages(project: Path, dvc) -> None:
         yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["calibration_bins"] == 5
     )
     assert len((project / "plots/calibration/gt50K.csv").read_text().splitlines()) <= 6
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "5 calibration bins")
 
-    model = project / "conf/model/hgb.yaml"
-    model.write_text(model.read_text().replace("max_leaf_nodes: 31", "max_leaf_nodes: 7"))
-    bento_before = (project / "models/service.bento").read_bytes()
-    out = dvc("repro")
-    # A model param edit re-runs the trust gates and rebuilds the serving artifact.
-    assert ran_stages(out.stdout) == ["compose", *MODEL_STAGES]
-    assert (project / "models/service.bento").read_bytes() != bento_before
-    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["max_leaf_nodes"] == 7
-
-    # A fresh registry: on 800 test rows this retrained model can fall more
-    # than register.max_regression below the previous one and fail the gate.
-    (project / "mlflow.db").unlink()
-    split = project / "conf/config.yaml"
-    split.write_text(split.read_text().replace("valid_size: 0.2", "valid_size: 0.25"))
-    out = dvc("repro")
-    assert ran_stages(out.stdout) == ["compose", "split", "featurize", *MODEL_STAGES]
+    # Each stage declares exactly the params it reads: an edit makes only the
+    # stages that read it stale. (The cascade below them is DVC's own; real
+    # runs of it: the model edit in test_report_compares_against_base, the
+    # full pipeline in the build, the fresh clone and the multiclass test.)
+    for path, old, new, stale in CONF_EDITS:
+        conf = project / path
+        text = conf.read_text()
+        assert old in text, (path, old)
+        conf.write_text(text.replace(old, new, 1))
+        run(["python", "-m", "stages.compose"], project)
+        status = json.loads(dvc("status", "--json").stdout)
+        assert set(status) - {"compose"} == stale, (path, new, status)
+        git(project, "checkout", "-q", "--", ".")
     assert "up to date" in dvc("status").stdout
 
 
 def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
-    out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.3")
-    assert ran_stages(out.stdout) == MODEL_STAGES
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["model"]["_target_"] == "sklearn.linear_model.LogisticRegression"
-    assert params["model"]["C"] == 0.3
-    runs = mlflow_runs(project)
-    assert [r["name"] for r in runs] == ["adult-LogisticRegression"]
-    assert runs[0]["dvc_exp_name"] and runs[0]["git_commit"]
-    # The conf edit + override together: compose runs but must keep the override.
+    # A conf edit and -S overrides together: compose runs (conf/ changed) but
+    # must keep the overrides DVC wrote into params.yaml.
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("n_repeats: 5", "n_repeats: 2"))
     out = dvc("exp", "run", "-S", "model=logreg", "-S", "model.C=0.7")
-    assert ran_stages(out.stdout) == [
-        "compose",
-        "tune",
-        "train",
-        "evaluate",
-        "drift",
-        "register",
-        "package",
-    ]
+    assert ran_stages(out.stdout) == ["compose", *MODEL_STAGES]
     params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["model"]["_target_"] == "sklearn.linear_model.LogisticRegression"
     assert params["model"]["C"] == 0.7
     assert params["evaluate"]["importance"]["n_repeats"] == 2
+    runs = mlflow_runs(project)
+    assert [r["name"] for r in runs] == ["adult-LogisticRegression"]
+    assert runs[0]["dvc_exp_name"] and runs[0]["git_commit"]
 
 
 def test_queued_sweep_runs_both_and_tracks_in_project_store(project: Path, dvc) -> None:
@@ -180,9 +193,23 @@ def test_queued_sweep_runs_both_and_tracks_in_project_store(project: Path, dvc) 
 
 
 def test_report_compares_against_base(project: Path, dvc) -> None:
-    cfg = project / "conf/model/hgb.yaml"
-    cfg.write_text(cfg.read_text().replace("learning_rate: 0.05", "learning_rate: 0.2"))
-    dvc("repro")
+    """A model-file edit: the model stages re-run, and the PR report and `exp show` say so."""
+    model = project / "conf/model/hgb.yaml"
+    model.write_text(model.read_text().replace("learning_rate: 0.05", "learning_rate: 0.2"))
+    bento_before = (project / "models/service.bento").read_bytes()
+    out = dvc("repro")
+    # It re-runs the trust gates and rebuilds the serving artifact; nothing upstream.
+    assert ran_stages(out.stdout) == ["compose", *MODEL_STAGES]
+    assert (project / "models/service.bento").read_bytes() != bento_before
+    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["learning_rate"] == 0.2
+
+    # One changed param fits on one screen of `dvc exp show --only-changed`.
+    header = dvc("exp", "show", "--only-changed", "--csv").stdout.splitlines()[0]
+    columns = [c for c in header.split(",") if c not in ("rev", "typ")]  # CSV-only columns
+    assert "model.learning_rate" in columns
+    assert len(columns) <= 25, columns
+    assert not any("categories" in c or "types." in c for c in columns)
+
     run(
         ["python", "-m", "tabular_pipeline.report", "--base", "main", "--out", "reports/pr"],
         project,
@@ -208,18 +235,12 @@ def test_fresh_clone_repro_reproduces_every_output_and_leaves_git_clean(
     assert any("data_docs" in k for k in ours) and len(ours) >= 12
 
 
-def test_exp_show_for_one_param_fits_on_one_screen(dvc) -> None:
-    dvc("exp", "run", "-S", "model.learning_rate=0.1")
-    header = dvc("exp", "show", "--only-changed", "--csv").stdout.splitlines()[0]
-    columns = [c for c in header.split(",") if c not in ("rev", "typ")]  # CSV-only columns
-    assert "model.learning_rate" in columns
-    assert len(columns) <= 25, columns
-    assert not any("categories" in c or "types." in c for c in columns)
-
-
-def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
+def test_bring_your_own_multiclass_data(tmp_path: Path) -> None:
+    """A fresh project (not the shared build): it runs every stage anyway."""
     import numpy as np
     import pandas as pd
+
+    project = make_project(tmp_path)
 
     rng = np.random.default_rng(1)
     n = 600
@@ -248,7 +269,7 @@ def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
     (project / "conf/data/schema/penguins.yaml").write_text("")
     cfg = project / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("- data: adult", "- data: penguins"))
-    out = dvc("repro")
+    out = run(["dvc", "repro"], project)
     assert ran_stages(out.stdout) == ALL_STAGES
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     per_class = json.loads((project / "reports/evaluate/per_class.json").read_text())
@@ -265,26 +286,31 @@ def test_bring_your_own_multiclass_data(project: Path, dvc) -> None:
     assert features["categorical"] == ["island"]
 
 
+# Each kind of bad data is unit-tested against the GX suite (test_validation.py);
+# here the real pipeline gets several defects at once in both raw files and
+# must stop at validate naming every one, plus the degenerate empty file.
 BAD_INPUTS = {
-    "missing_column": (
-        lambda df: df.drop(columns=["age"]),
-        "column 'age': expect_column_to_exist",
+    "several_defects": (
+        {
+            "adult.data.csv.gz": lambda df: df.drop(columns=["age"]).assign(
+                **{"hours-per-week": df["hours-per-week"] + 0.5}
+            ),
+            "adult.test.csv.gz": lambda df: df.assign(
+                Y=df["Y"].where(df.index % 50 != 0, "maybe"),
+                age=df["age"].astype(str).where(df.index != 3, "forty"),
+            ),
+        },
+        [
+            "train: column 'age': expect_column_to_exist",
+            "train: column 'hours_per_week': expect_column_values_to_be_in_type_list",
+            "test: column 'income': expect_column_values_to_be_in_set",
+            "test: column 'age': expect_column_values_to_be_in_type_list",
+        ],
     ),
-    "wrong_type": (
-        lambda df: df.assign(hours_per_week=df["hours-per-week"] + 0.5).drop(
-            columns=["hours-per-week"]
-        ),
-        "column 'hours_per_week': expect_column_values_to_be_in_type_list",
+    "empty_file": (
+        {"adult.data.csv.gz": None},
+        ["train: column '<table>': expect_table_row_count_to_be_between"],
     ),
-    "unknown_target_label": (
-        lambda df: df.assign(Y=df["Y"].where(df.index % 50 != 0, "maybe")),
-        "column 'income': expect_column_values_to_be_in_set",
-    ),
-    "non_numeric_value": (
-        lambda df: df.assign(age=df["age"].astype(str).where(df.index != 3, "forty")),
-        "column 'age': expect_column_values_to_be_in_type_list",
-    ),
-    "empty_file": (None, "expect_table_row_count_to_be_between"),
 }
 
 
@@ -292,22 +318,23 @@ BAD_INPUTS = {
 def test_bad_input_stops_at_validate(project: Path, dvc, case: str) -> None:
     import pandas as pd
 
-    mutate, expected = BAD_INPUTS[case]
-    raw = project / "data/raw/adult/adult.data.csv.gz"
-    if mutate is None:
-        with gzip.open(raw, "wb"):
-            pass
-    else:
-        df = pd.read_csv(raw, sep=",", skipinitialspace=True)
-        mutate(df).to_csv(raw, index=False)
+    mutations, expected = BAD_INPUTS[case]
+    for name, mutate in mutations.items():
+        raw = project / "data/raw/adult" / name
+        if mutate is None:
+            with gzip.open(raw, "wb"):
+                pass
+        else:
+            df = pd.read_csv(raw, sep=",", skipinitialspace=True)
+            mutate(df).to_csv(raw, index=False)
     model_before = (project / "models/model.joblib").read_bytes()
     out = dvc("repro", check=False)
     assert out.returncode != 0
     assert ran_stages(out.stdout) == ["ingest", "validate"]
     log = out.stdout + out.stderr
     assert "validation failed" in log
-    assert expected in log, log[-3000:]
-    assert "train:" in log  # the failing table is named
+    for line in expected:  # each failing table and rule is named
+        assert line in log, (line, log[-3000:])
     # Nothing downstream ran and the last good artifacts are still restorable.
     assert (project / "models/model.joblib").read_bytes() == model_before
     git(project, "reset", "-q", "--hard")

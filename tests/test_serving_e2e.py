@@ -32,7 +32,8 @@ from tabular_pipeline.serving import package
 from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
 
-pytestmark = pytest.mark.slow
+# One worker runs them all: the session's one served Bento (fixture ``served``).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("served")]
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import run
+from tests.conftest import ran_stages, run
 
 pytestmark = pytest.mark.slow
 
 MLP = ["-S", "model=mlp", "-S", "model.max_epochs=8", "-S", "model.patience=3"]
+SMALL = ["-S", "evaluate.importance.n_repeats=1"]  # torch predictions are the slow part
 
 
 def query(project: Path, sql: str) -> list[tuple]:
@@ -35,8 +36,9 @@ def train_runs(project: Path) -> list[str]:
 
 
 def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
-    out = dvc("exp", "run", *MLP)
+    out = dvc("exp", "run", *MLP, *SMALL)
     log = out.stdout + out.stderr
+    assert "package" in ran_stages(out.stdout)  # the whole chain, serving artifact included
     curve = pd.read_csv(project / "reports/train/curve.csv")
     epochs = len(curve)
     assert 1 <= epochs <= 8 and curve["epoch"].tolist() == list(range(1, epochs + 1))
@@ -77,9 +79,11 @@ def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
     assert loaded.stdout.strip() == "(20, 2)"
 
     # Two processes under torchrun: both train, rank 0 alone writes and logs.
+    # Up to evaluate: the stages after it do not depend on how train ran.
     model = project / "models/model.joblib"
     model.unlink()
-    out = dvc("exp", "run", *MLP, "-S", "train.distributed.nproc_per_node=2")
+    out = dvc("exp", "run", *MLP, *SMALL, "-S", "train.distributed.nproc_per_node=2", "evaluate")
+    assert ran_stages(out.stdout) == ["train", "evaluate"]
     log = out.stdout + out.stderr
     assert "--standalone --nproc_per_node=2" in log
     assert "(process 1 of 2)" in log and "(process 2 of 2)" in log
@@ -93,7 +97,8 @@ def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
 
 def test_tune_stage_feeds_train_params(project: Path, dvc) -> None:
     args = [*MLP, "-S", "model.max_epochs=2", "-S", "tune.enabled=true", "-S", "tune.n_trials=2"]
-    out = dvc("exp", "run", *args, "-S", "evaluate.importance.n_repeats=1")
+    out = dvc("exp", "run", *args, "train")  # the stages after train are tested above
+    assert ran_stages(out.stdout) == ["tune", "train"]
     log = out.stdout + out.stderr
     for n in (1, 2):
         assert f"trial {n}/2:" in log

@@ -112,21 +112,29 @@ def process_group(cfg: DistributedConfig) -> Iterator[None]:
 
 
 def _initialised() -> bool:
+    # Never imported means never initialised: asking must not cost a sklearn
+    # run the ~4 s torch import.
+    if "torch.distributed" not in sys.modules:
+        return False
     import torch.distributed as dist
 
     return bool(dist.is_available() and dist.is_initialized())
 
 
 def world_size() -> int:
+    if not _initialised():
+        return 1
     import torch.distributed as dist
 
-    return int(dist.get_world_size()) if _initialised() else 1
+    return int(dist.get_world_size())
 
 
 def rank() -> int:
+    if not _initialised():
+        return 0
     import torch.distributed as dist
 
-    return int(dist.get_rank()) if _initialised() else 0
+    return int(dist.get_rank())
 
 
 def is_rank0() -> bool:

@@ -41,6 +41,42 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, max_bytes: int | None = None) -> bytes | None:
+    """The whole request body, None if the client left; _TooLarge past ``max_bytes``."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise _TooLarge
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the already-read body once, then the live channel."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def _is_open(path: str, open_paths: list[str]) -> bool:
     for prefix in open_paths:
         if prefix.endswith("*"):
@@ -111,31 +147,14 @@ class BodyLimit:
                 await send_json(send, 413, too_large)
                 return
         # Chunked or lying clients: buffer up to the limit, then replay to the app.
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await send_json(send, 413, too_large)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        try:
+            body = await _read_body(receive, self.max_bytes)
+        except _TooLarge:
+            await send_json(send, 413, too_large)
+            return
+        if body is None:
+            return
+        await self.app(scope, _replaying(body, receive), send)
 
 
 class JsonOnly:
@@ -178,15 +197,9 @@ class JsonOnly:
         if path not in self.parse_paths:
             await self.app(scope, receive, send)
             return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await _read_body(receive)
+        if body is None:
+            return
         try:
             json.loads(body or b"null")
         except (ValueError, RecursionError) as exc:
@@ -199,16 +212,7 @@ class JsonOnly:
                 },
             )
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(body, receive), send)
 
 
 class RewriteResponse:
