@@ -119,6 +119,16 @@ def ran_stages(output: str) -> list[str]:
     ]
 
 
+# Slow modules by the length of their longest tests: a 2-3 minute test that
+# starts last would leave the other worker idle at the end.
+LONGEST_FIRST = {
+    name: rank
+    for rank, name in enumerate(
+        ["test_torch_e2e", "test_e2e", "test_e2e_trust", "test_team", "test_serving_e2e"]
+    )
+}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first, and among them those that need no built project first.
@@ -129,9 +139,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     order = {id(item): i for i, item in enumerate(items)}
 
-    def key(item: pytest.Item) -> tuple[bool, bool, int]:
+    def key(item: pytest.Item) -> tuple[bool, bool, int, int]:
         slow = item.get_closest_marker("slow") is not None
-        return (not slow, "built_project" in getattr(item, "fixturenames", ()), order[id(item)])
+        uses_build = "built_project" in getattr(item, "fixturenames", ())
+        module = LONGEST_FIRST.get(item.path.stem, len(LONGEST_FIRST))
+        return (not slow, uses_build, module, order[id(item)])
 
     items.sort(key=key)
 
