@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,17 +14,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline.config import DataConfig, load_data_config, load_params
+from tabular_pipeline.config import DataConfig, load_data_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ADULT = ROOT / "data" / "raw" / "adult"
+# A small committed Adult sample laid out like a project (data, data config,
+# schema): the tests never read data/raw/adult or conf/data/adult.yaml, so a
+# project started from the template (which has neither) keeps its test suite.
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "adult"
+# Project paths a test copy never takes from the checkout: the checkout's own
+# data and example outputs (the fixture provides the data).
+NOT_COPIED = ("data/raw/", "dvc.lock", "metrics/", "plots/", "reports/")
+
+
+def fixture_params() -> dict:
+    """The fixture's ``data`` section composed as Hydra would (base defaults, then the file)."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(ROOT / "conf" / "base" / "data.yaml")
+    own = OmegaConf.load(FIXTURE / "conf" / "data" / "adult.yaml")
+    own.pop("defaults", None)
+    composed = OmegaConf.create({"data": OmegaConf.merge(base, own)})
+    params = OmegaConf.to_container(composed, resolve=True)
+    assert isinstance(params, dict)
+    return params
 
 
 @pytest.fixture(scope="session")
 def adult_cfg() -> DataConfig:
-    params = load_params(ROOT / "params.yaml")
-    params["data"]["schema"] = str(ROOT / params["data"]["schema"])
+    """The fixture's data config; its paths are relative to ``FIXTURE``."""
+    params = fixture_params()
+    params["data"]["schema"] = str(FIXTURE / params["data"]["schema"])
     return load_data_config(params)
 
 
@@ -77,34 +97,40 @@ def tracked_files() -> list[str]:
     return [line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
 
 
-def sample_adult(dest: Path, train_rows: int, test_rows: int, seed: int = 0) -> None:
-    """Write stratified-ish random samples of the shipped Adult files, same format."""
-    for name, rows in (("adult.data.csv.gz", train_rows), ("adult.test.csv.gz", test_rows)):
-        with gzip.open(ADULT / name, "rt") as fh:
-            header, *lines = fh.read().splitlines()
-        rng = np.random.default_rng(seed)
-        picked = sorted(rng.choice(len(lines), size=rows, replace=False))
-        with gzip.open(dest / name, "wt") as fh:
-            fh.write("\n".join([header, *(lines[i] for i in picked)]) + "\n")
+def make_project(tmp: Path) -> Path:
+    """A git repo holding the project's files, run on the committed Adult fixture.
 
-
-def make_project(tmp: Path, train_rows: int = 1500, test_rows: int = 800) -> Path:
-    """A git repo holding the project's files with a small sample of Adult."""
+    The Hydra defaults are set to the fixture's dataset and the hgb model,
+    which the end-to-end tests assume whatever the project's own defaults are.
+    """
     project = tmp / "project"
     for rel in tracked_files():
-        if rel.startswith(("data/raw/adult/adult.", "dvc.lock")) or rel.startswith(
-            ("metrics/", "plots/", "reports/")
-        ):
+        if rel.startswith(NOT_COPIED) or rel == "params.yaml":
             continue
         target = project / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
-    (project / "data/raw/adult").mkdir(parents=True, exist_ok=True)
-    sample_adult(project / "data/raw/adult", train_rows, test_rows)
+    shutil.copytree(FIXTURE, project, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
+    config = project / "conf" / "config.yaml"
+    text = re.sub(r"(?m)^  - data: .*$", "  - data: adult", config.read_text())
+    config.write_text(re.sub(r"(?m)^  - model: .*$", "  - model: hgb", text))
+    write_params(project, config)
     git(project, "init", "-q", "-b", "main")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "sampled project")
     return project
+
+
+def write_params(project: Path, config: Path) -> None:
+    """params.yaml for the copy: the checkout's when its config is the same, else composed."""
+    if (ROOT / "params.yaml").exists() and config.read_text() == (
+        ROOT / "conf" / "config.yaml"
+    ).read_text():
+        shutil.copy2(ROOT / "params.yaml", project / "params.yaml")
+        return
+    from tabular_pipeline import compose
+
+    compose.compose_params(project, compose.HydraSettings(), [])
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -36,12 +36,16 @@ from tabular_pipeline.serving.schema import (
     request_model,
 )
 from tabular_pipeline.serving.settings import ServeConfig
-from tests.conftest import ROOT
+from tests.conftest import FIXTURE
 
 
 @pytest.fixture(scope="module")
 def adult(adult_cfg: DataConfig) -> pd.DataFrame:
-    raw = read_table(ROOT / adult_cfg.source.train, adult_cfg.source.read)
+    raw = pd.concat(
+        read_table(FIXTURE / path, adult_cfg.source.read)
+        for path in (adult_cfg.source.train, adult_cfg.source.test)
+        if path is not None
+    )
     frame = normalize(raw.sample(2000, random_state=0), adult_cfg).reset_index(drop=True)
     buffer = io.BytesIO()  # as split writes and train reads it
     frame.to_parquet(buffer, index=False)
