@@ -2,7 +2,12 @@
 # in .venv when it is missing or older than the lock, then do their work.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+# `make ... VENV=/path/to/.venv` runs with an environment built elsewhere (the
+# template's tests run a freshly generated project this way). Such an
+# environment is used as it is, never installed into: it belongs to another
+# checkout, whose package it has installed (stages run from this folder, so
+# they import this folder's package first).
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
@@ -18,9 +23,10 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params plots remote mlflow-server serve test test-fast lint format report lock chromium clean help
+.PHONY: env schema repro params plots remote mlflow-server serve test test-fast lint format report lock chromium clean help
 
 help:
+	@echo "make schema   draft conf/data/schema/<data>.yaml from the raw files (FORCE=1 replaces one)"
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
 	@echo "make test     set up .venv if needed, run lint, type checks and the test suite"
 	@echo "make test-fast  unit tests only (no end-to-end dvc runs)"
@@ -29,7 +35,12 @@ help:
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
 	@echo "make serve    serve the built Bento on 127.0.0.1 (port: serve.port; key: \$$TABULAR_API_KEY)"
 
+ifeq ($(VENV),.venv)
 env: $(STAMP)
+else
+env:
+	@test -x $(BIN)/python || { echo "VENV=$(VENV): no environment there" >&2; exit 2; }
+endif
 
 # uv installs the lock in well under half pip's time (fresh 2-core machine,
 # empty caches: 2m13s against 5m32s, bytecode compilation included in both:
@@ -64,6 +75,12 @@ repro: env
 
 params: env
 	$(BIN)/python -m stages.compose
+
+# A first schema for a new dataset, inferred from its raw files as ingest reads
+# them; review it before committing. Refuses to replace a non-empty schema
+# unless FORCE=1.
+schema: params
+	$(BIN)/python -m tabular_pipeline.data.schema_infer $(if $(FORCE),--force)
 
 # A DVC remote on S3 or any S3-compatible store, from the environment. It is
 # written to .dvc/config.local (git-ignored): nothing about it lands in git.
