@@ -36,8 +36,11 @@ EXAMPLE_ONLY = (
     "CHANGELOG.md",
     "bench/",
     "data/raw/adult/",
+    "data/raw/gapminder/",
     "conf/data/adult.yaml",
+    "conf/data/gapminder.yaml",
     "conf/data/schema/adult.yaml",
+    "conf/data/schema/gapminder.yaml",
     "dvc.lock",
     "params.yaml",
     "metrics/",
@@ -214,6 +217,7 @@ def test_generated_project_has_exactly_the_expected_files(
 def test_questions_reject_bad_answers(template_repo: Path, tmp_path: Path) -> None:
     for answer, message in (
         ({"dataset": "My Data"}, "dataset must be a slug"),
+        ({"dataset": "adult"}, "one of the template's examples"),
         ({"target": " "}, "target column must not be empty"),
         ({"target": "Churned?"}, "target column must be its normalised name"),
         ({"sensitive": "region, Home Town"}, "sensitive columns must be normalised"),
