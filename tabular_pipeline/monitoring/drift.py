@@ -62,22 +62,19 @@ class DriftResult:
 
 def read_batch(path: Path, data: DataConfig) -> pd.DataFrame:
     """A current batch (CSV or Parquet) normalised like ingest: names, labels, types."""
-    from tabular_pipeline.data import ingest
+    from tabular_pipeline.data import ingest, reader
 
-    if not path.exists():
-        raise PipelineError(f"drift.current: {path} not found")
-    frame = ingest.read_table(path, data.source.read if path.suffix != ".parquet" else None)
-    if frame.empty:
-        raise PipelineError(f"drift.current: {path} has no rows")
+    frame = reader.read_user_table(path, data.source.read, label="drift.current")
     names = {ingest.normalize_name(data.rename.get(c, c)) for c in frame.columns}
+    typed = reader.table_format(path) == "parquet"
     if data.target in names:
-        return ingest.normalize(frame, data)
+        return ingest.normalize(frame, data, str(path), typed)
     # A prediction log has no label: ingest's "target missing" warning is noise here.
     quiet = logging.getLogger(ingest.__name__)
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return ingest.normalize(frame, data)
+        return ingest.normalize(frame, data, str(path), typed)
     finally:
         quiet.setLevel(level)
 
