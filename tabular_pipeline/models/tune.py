@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # a disabled tune stage never touches a frame
 
 log = logging.getLogger(__name__)
 
-METRICS = ("log_loss", "error")
-
 
 def check_space(space: dict[str, Any], model: str) -> None:
     """Fail early, naming the key, on a malformed search space."""
