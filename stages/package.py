@@ -14,7 +14,6 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.data.reader import revision_error
-from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving import package
 from tabular_pipeline.serving.runtime import ServingConfig
 from tabular_pipeline.serving.schema import build_field_specs
