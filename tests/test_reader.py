@@ -393,3 +393,9 @@ def test_stage_run_logs_exactly_one_error_and_exits_1(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].getMessage().startswith(f"{path}: ")
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_footer_option_still_reads(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.csv", PLAIN + b"total rows: 400")
+    frame = read_user_table(path, READ | {"skipfooter": 1, "engine": "python"})
+    assert len(frame) == ROWS

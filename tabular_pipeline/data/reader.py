@@ -67,7 +67,16 @@ SUFFIX_FOR = {"gzip": ".gz", "zip": ".zip", "bz2": ".bz2", "xz": ".xz", "parquet
 SEPARATORS = (",", ";", "\t", "|")
 HEAD_BYTES = 8192
 # Options the duplicate-header read must not inherit: it wants row 0 as text.
-HEADER_READ_DROP = ("usecols", "dtype", "converters", "index_col", "nrows", "chunksize")
+HEADER_READ_DROP = (
+    "usecols",
+    "dtype",
+    "converters",
+    "index_col",
+    "nrows",
+    "chunksize",
+    "iterator",
+    "skipfooter",  # pandas refuses it with nrows
+)
 TRUNCATED = "the file is truncated (an interrupted copy or download?); copy it again"
 
 
@@ -443,8 +452,8 @@ def _raw_header(
 def _check_last_line(path: Path, prefix: str, kwargs: Mapping[str, Any], n_columns: int) -> None:
     """A plain CSV cut mid-line still parses (pandas pads the row): catch it here."""
     sep = kwargs.get("sep", kwargs.get("delimiter", ","))
-    if not isinstance(sep, str) or len(sep) != 1:
-        return
+    if not isinstance(sep, str) or len(sep) != 1 or kwargs.get("skipfooter") or "comment" in kwargs:
+        return  # a footer or a trailing comment is not a cut row
     with path.open("rb") as fh:
         size = fh.seek(0, 2)
         fh.seek(max(0, size - HEAD_BYTES))
