@@ -57,6 +57,10 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def timed(cmd: list[str], cwd: Path, **extra: str) -> tuple[float, str]:
+    shown = (
+        " ".join(cmd) if cmd[0] != sys.executable else "stages in one process: " + " ".join(cmd[3:])
+    )
+    print(f"  running {shown}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env(**extra), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
