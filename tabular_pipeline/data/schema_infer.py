@@ -20,7 +20,8 @@ import pandas as pd
 import yaml
 
 from tabular_pipeline.config import DataConfig, load_params, parse_section
-from tabular_pipeline.data.ingest import check_inside, normalize, read_table
+from tabular_pipeline.data.ingest import check_inside, normalize
+from tabular_pipeline.data.reader import read_user_table, table_format
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,9 @@ def read_raw(data: DataConfig) -> tuple[list[pd.DataFrame], list[str]]:
         if source is None:
             continue
         check_inside(Path(source), Path(data.raw_dir), f"data.source.{key}")
-        frames.append(normalize(read_table(Path(source), dict(data.source.read)), data))
+        raw = read_user_table(Path(source), data.source.read)
+        typed = table_format(Path(source)) == "parquet"
+        frames.append(normalize(raw, data, source, typed=typed))
         sources.append(source)
     if not sum(len(f) for f in frames):
         raise PipelineError(f"{', '.join(sources)}: no rows to infer a schema from")
