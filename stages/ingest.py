@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
-from tabular_pipeline.data.ingest import check_inside, normalize, read_table
+from tabular_pipeline.data.ingest import check_inside, concat, expand, normalize, read_table
 
 log = logging.getLogger("ingest")
 
@@ -21,11 +21,18 @@ def main() -> None:
         if source is None:
             target.unlink(missing_ok=True)
             continue
-        check_inside(Path(source), Path(data.raw_dir), f"data.source.{name}")
-        raw = read_table(Path(source), dict(data.source.read))
-        frame = normalize(raw, data)
+        paths = [Path(source)]
+        if name == "train":
+            paths += expand(list(data.source.extra_train))
+        frames = []
+        for path in paths:
+            key = f"data.source.{name}" if path == Path(source) else "data.source.extra_train"
+            check_inside(path, Path(data.raw_dir), key)
+            frames.append(normalize(read_table(path, dict(data.source.read)), data))
+            log.info("%s: %d rows x %d columns", path, len(frames[-1]), frames[-1].shape[1])
+        frame = concat(frames)
         stage.write_parquet(frame, target)
-        log.info("%s: %d rows x %d columns -> %s", source, len(frame), frame.shape[1], target)
+        log.info("%s: %d rows x %d columns -> %s", name, len(frame), frame.shape[1], target)
 
 
 if __name__ == "__main__":

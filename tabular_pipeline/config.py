@@ -25,6 +25,9 @@ T = TypeVar("T")
 class SourceConfig:
     train: str = "???"
     test: str | None = None
+    # More training rows: paths or globs inside raw_dir (e.g. labelled batches
+    # exported by `make monitor`), appended to `train` in sorted order.
+    extra_train: list[str] = field(default_factory=list)
     read: dict[str, Any] = field(default_factory=dict)
 
 

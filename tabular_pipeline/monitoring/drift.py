@@ -96,13 +96,22 @@ def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 
 
 def _prediction(pipeline: Any, frame: pd.DataFrame, positive: str | None) -> pd.Series:
-    """Binary: probability of the positive class (numeric); else the predicted label."""
     proba = pipeline.predict_proba(frame)
     classes = [str(c) for c in pipeline.classes_]
+    return prediction_column(np.asarray(proba), classes, positive, frame.index)
+
+
+def prediction_column(
+    proba: np.ndarray, classes: list[str], positive: str | None, index: Any = None
+) -> pd.Series:
+    """Binary: probability of the positive class (numeric); else the predicted label.
+
+    Shared by the drift stage (re-predicted) and monitoring (served, from the log).
+    """
     if len(classes) == 2:
         col = classes.index(positive) if positive in classes else 1
-        return pd.Series(proba[:, col], index=frame.index)
-    return pd.Series(np.asarray(classes)[proba.argmax(axis=1)], index=frame.index)
+        return pd.Series(proba[:, col], index=index)
+    return pd.Series(np.asarray(classes)[proba.argmax(axis=1)], index=index)
 
 
 def prepare(
@@ -112,17 +121,24 @@ def prepare(
     pipeline: Any,
     max_rows: int,
     seed: int,
+    served: str | None = None,
+    source: str = "drift.current",
 ) -> tuple[pd.DataFrame, pd.DataFrame, Columns]:
-    """Feature columns of both sides (target dropped), typed, plus the model's prediction."""
+    """Feature columns of both sides (target dropped), typed, plus the model's prediction.
+
+    ``served`` names a column of ``current`` that already holds the prediction
+    (monitoring: what the service answered); otherwise the model predicts it.
+    """
     features = [c for c in reference.columns if c != data.target]
     missing = [c for c in features if c not in current.columns]
     if missing:
         raise PipelineError(
-            f"drift.current: missing feature column(s) {missing}; "
+            f"{source}: missing feature column(s) {missing}; "
             f"a batch needs every training feature ({features})"
         )
     ref = _sample(reference[features], max_rows, seed)
-    cur = _sample(current[features], max_rows, seed)
+    cur = _sample(current[features + ([served] if served else [])], max_rows, seed)
+    served_values = cur.pop(served) if served else None
     for column in features:
         if _kind(ref, column, data.types) == "categorical":
             # Same dtype on both sides: a category dtype with different
@@ -138,7 +154,11 @@ def prepare(
     name = PREDICTION if PREDICTION not in features else f"model_{PREDICTION}"
     positive = None if data.positive_label is None else str(data.positive_label)
     ref[name] = _prediction(pipeline, ref[features], positive)
-    cur[name] = _prediction(pipeline, cur[features], positive)
+    cur[name] = (
+        served_values
+        if served_values is not None
+        else _prediction(pipeline, cur[features], positive)
+    )
     (cols.numerical if pd.api.types.is_numeric_dtype(ref[name]) else cols.categorical).append(name)
     cols.prediction = name
     return ref, cur, cols
