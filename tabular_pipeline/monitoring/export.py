@@ -49,6 +49,8 @@ def _number(value: Any) -> str:
     number = float(value)
     if math.isnan(number):
         return "NaN"
+    if number.is_integer():
+        return str(int(number))
     return repr(round(number, 6))
 
 

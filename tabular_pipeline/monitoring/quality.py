@@ -69,7 +69,12 @@ def live_metrics(
     if unknown:
         raise PipelineError(f"labels: unknown label(s) {unknown[:5]}; expected one of {classes}")
     scores = m.classification_metrics(y, proba, classes)
-    ci = fairness.bootstrap_ci(y.to_numpy(), proba, classes, metrics, n_resamples, confidence, seed)
+    unknown_metrics = [k for k in metrics if k not in scores]
+    if unknown_metrics:
+        raise PipelineError(f"monitor.quality.metrics: {unknown_metrics} are not computed")
+    # The bootstrap covers evaluate's CI metrics; the others are point estimates.
+    boot = [k for k in metrics if k in fairness.BOOTSTRAP_METRICS]
+    ci = fairness.bootstrap_ci(y.to_numpy(), proba, classes, boot, n_resamples, confidence, seed)
     return {
         "values": {k: scores.get(k) for k in metrics},
         "ci": ci,
