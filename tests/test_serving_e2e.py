@@ -2,7 +2,7 @@
 
 One service start per session (fixture ``served``): a copy of the built
 sample project with a challenger variant (the same model from git HEAD) and
-the prediction log on, so every endpoint, auth, 4xx case, A/B and the log
+the prediction log (on by default), so every endpoint, auth, 4xx case, A/B and the log
 are checked against one running server.
 """
 
@@ -86,7 +86,6 @@ def served(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     cfg = project / "conf/config.yaml"
     text = cfg.read_text()
     text = text.replace("rev: null ", "rev: HEAD ").replace("share: 0.1 ", "share: 0.3 ")
-    text = text.replace("path: null ", "path: logs/predictions.jsonl ")
     text = text.replace("max_batch_rows: 1000", "max_batch_rows: 900")
     cfg.write_text(text)
     out = run(["dvc", "repro"], project)
