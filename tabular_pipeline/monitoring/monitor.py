@@ -147,6 +147,10 @@ def run(
             f"monitor --logs {logs_source}: {len(batch.features)} served rows, fewer than "
             f"monitor.min_rows {cfg.min_rows}: too few to compare distributions"
         )
+    if export_training is not None and labels_path is None:
+        raise PipelineError("monitor --export-training needs --labels (rows need a label)")
+    # Bad labels fail here, before the expensive drift report.
+    labels = logs.read_labels(labels_path) if labels_path is not None else None
     reference = stage.read_parquet(split_dir / "train.parquet")
     pipeline = stage.load_object(model_path)
     classes = [str(c) for c in pipeline.classes_]
@@ -187,9 +191,7 @@ def run(
         "drift": drift_summary,
         "quality": None,
     }
-    labels: pd.DataFrame | None = None
-    if labels_path is not None:
-        labels = logs.read_labels(labels_path)
+    if labels_path is not None and labels is not None:
         joined, counts = quality.join_labels(batch.served, labels)
         log.info("labels: %d of %d matched a served prediction", counts["matched"], len(labels))
         promoted = _promoted(Path(evaluate.metrics_out))
@@ -216,9 +218,7 @@ def run(
             "metrics": rows,
         }
     summary["gate_failures"] = failures
-    if export_training is not None:
-        if labels is None:
-            raise PipelineError("monitor --export-training needs --labels (rows need a label)")
+    if export_training is not None and labels is not None:
         retrain.write_batch(
             retrain.labelled_rows(batch.features, batch.served, labels, data.target),
             export_training,
