@@ -278,3 +278,42 @@ def test_labelled_batch_is_read_back_by_ingest_as_training_rows(
             assert both[column].dtype == train[column].dtype or column == adult_cfg.target, column
     assert both[adult_cfg.target].iloc[-3:].tolist() == ["<=50K", ">50K", "<=50K"]
     assert ingest.expand([str(tmp_path / "none" / "*.parquet")]) == []
+
+
+def test_ingest_stage_appends_extra_train_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adult_cfg: DataConfig
+) -> None:
+    """The stage itself: `data.source.extra_train` globs inside raw_dir join the train rows."""
+    import yaml
+
+    from stages import ingest as ingest_stage
+
+    raw_dir = tmp_path / "data/raw/adult"
+    (raw_dir / "batches").mkdir(parents=True)
+    raw = ingest.read_table(ROOT / adult_cfg.source.train, dict(adult_cfg.source.read))
+    raw.head(200).to_csv(raw_dir / "train.csv", index=False)
+    train = ingest.normalize(raw.head(200), adult_cfg)
+    batch = train.tail(30).astype({c: object for c in train.columns})
+    retrain.write_batch(batch.reset_index(drop=True), raw_dir / "batches/b1.parquet")
+    params = load_params(ROOT / "params.yaml")
+    params["data"]["schema"] = str(ROOT / params["data"]["schema"])
+    params["data"]["raw_dir"] = "data/raw/adult"
+    params["data"]["source"] |= {
+        "train": "data/raw/adult/train.csv",
+        "test": None,
+        "extra_train": ["data/raw/adult/batches/*.parquet"],
+    }
+    params["ingest"]["out_dir"] = "out"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    ingest_stage.main()
+    out = pd.read_parquet(tmp_path / "out/train.parquet")
+    assert len(out) == 230 and list(out.columns) == list(train.columns)
+    # The appended rows read back as they were (JSON: NaN and NA are both null).
+    assert out.tail(30).to_json(orient="values") == train.tail(30).to_json(orient="values")
+    params["data"]["source"]["extra_train"] = ["/elsewhere/b.parquet"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(
+        PipelineError, match=r"data.source.extra_train: /elsewhere/b.parquet is outside"
+    ):
+        ingest_stage.main()
