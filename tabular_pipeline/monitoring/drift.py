@@ -223,7 +223,10 @@ def parse_snapshot(snap: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summarise(
-    columns: list[dict[str, Any]], prediction: str | None, gate: DriftGateConfig
+    columns: list[dict[str, Any]],
+    prediction: str | None,
+    gate: DriftGateConfig,
+    key: str = "drift.gate",
 ) -> dict[str, Any]:
     """Share of drifted feature columns, prediction drift, and the gate's violations."""
     features = [c for c in columns if c["column"] != prediction]
@@ -236,12 +239,12 @@ def summarise(
     if features and share >= gate.max_drift_share:
         failures.append(
             f"{len(drifted)} of {len(features)} feature columns drifted (share {share:.3f} >= "
-            f"drift.gate.max_drift_share {gate.max_drift_share}): {', '.join(drifted)}"
+            f"{key}.max_drift_share {gate.max_drift_share}): {', '.join(drifted)}"
         )
     for column in gate.critical_columns:
         info = by_name.get(column)
         if info is None:
-            failures.append(f"critical column {column!r} is not in the data (drift.gate)")
+            failures.append(f"critical column {column!r} is not in the data ({key})")
         elif info["drifted"]:
             failures.append(_column_line(info, "critical column"))
     if gate.prediction and pred is not None and pred["drifted"]:

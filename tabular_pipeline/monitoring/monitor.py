@@ -173,7 +173,7 @@ def run(
         len(columns.numerical) + len(columns.categorical),
     )
     result = drift.run_report(ref, cur, columns)
-    drift_summary = drift.summarise(result.columns, columns.prediction, cfg.gate)
+    drift_summary = drift.summarise(result.columns, columns.prediction, cfg.gate, "monitor.gate")
     failures = list(drift_summary["gate_failures"])
 
     summary: dict[str, Any] = {
