@@ -350,6 +350,36 @@ class DriftConfig:
     gate: DriftGateConfig
 
 
+# `make monitor` (tabular_pipeline/monitoring/monitor.py): not a stage, but a
+# params section like one, parsed by compose with the others.
+@dataclass
+class QualityConfig:
+    metrics: list[str]
+    n_resamples: int
+    confidence: float
+    min_labels: int  # fewer matched labels: reported, not gated
+    max_drop: dict[str, float]  # metric -> allowed drop from the promoted value
+
+
+@dataclass
+class MonitorConfig:
+    logs: str  # default for --logs
+    out_dir: str
+    max_rows: int
+    min_rows: int  # fewer served rows: fail (drift on a handful of rows is noise)
+    gate: DriftGateConfig
+    quality: QualityConfig
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.quality.max_drop) - set(self.quality.metrics))
+        if unknown:
+            raise ValueError(
+                f"quality.max_drop: {unknown} not in quality.metrics {self.quality.metrics}"
+            )
+        if not 0 < self.quality.confidence < 1:
+            raise ValueError(f"quality.confidence: {self.quality.confidence!r} must be in (0, 1)")
+
+
 @dataclass
 class RegisterConfig:
     model_name: str

@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline.config import DataConfig, load_params, parse_section
+from tabular_pipeline.config import DataConfig, MonitorConfig, load_params, parse_section
 from tabular_pipeline.data import ingest
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import dashboard, export, logs, quality, retrain
-from tabular_pipeline.monitoring.monitor import MonitorConfig
 from tests.conftest import ROOT
 
 # What the running service exposes (checked against a live /metrics in
@@ -176,7 +175,9 @@ def test_monitor_section_of_the_committed_params_parses_and_checks_max_drop() ->
     section = params["monitor"] | {
         "quality": params["monitor"]["quality"] | {"max_drop": {"f1": 1}}
     }
-    with pytest.raises(PipelineError, match=r"max_drop: \['f1'\] not in monitor.quality.metrics"):
+    with pytest.raises(
+        PipelineError, match=r"section 'monitor': quality.max_drop: \['f1'\] not in quality.metrics"
+    ):
         parse_section({"monitor": section}, "monitor", MonitorConfig)
 
 

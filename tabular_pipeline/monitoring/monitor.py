@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ import pandas as pd
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
     DataConfig,
-    DriftGateConfig,
     EvaluateConfig,
+    MonitorConfig,
     SplitConfig,
     TrainConfig,
     load_data_config,
@@ -38,33 +38,6 @@ from tabular_pipeline.monitoring import drift, export, logs, quality, retrain
 log = logging.getLogger(__name__)
 
 SERVED = "__served_prediction__"
-
-
-@dataclass
-class QualityConfig:
-    metrics: list[str] = field(default_factory=lambda: ["accuracy", "roc_auc"])
-    n_resamples: int = 1000
-    confidence: float = 0.95
-    min_labels: int = 100  # fewer matched labels: reported, not gated
-    max_drop: dict[str, float] = field(default_factory=dict)  # metric -> allowed drop
-
-
-@dataclass
-class MonitorConfig:
-    logs: str = "logs/predictions*.jsonl*"  # default for --logs
-    out_dir: str = "reports/monitor"
-    max_rows: int = 50000
-    min_rows: int = 30  # fewer served rows: fail (drift on a handful of rows is noise)
-    gate: DriftGateConfig = field(default_factory=DriftGateConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.quality.max_drop) - set(self.quality.metrics))
-        if unknown:
-            raise PipelineError(
-                f"monitor.quality.max_drop: {unknown} not in monitor.quality.metrics "
-                f"{self.quality.metrics}"
-            )
 
 
 @dataclass
