@@ -126,6 +126,11 @@ def run(
     labels = logs.read_labels(labels_path) if labels_path is not None else None
     reference = stage.read_parquet(split_dir / "train.parquet")
     pipeline = stage.load_object(model_path)
+    if not hasattr(pipeline, "classes_"):
+        raise PipelineError(
+            f"monitor: {model_path} is not a classifier (no classes_): served-traffic "
+            "monitoring reads class probabilities from the log; regression is not supported yet"
+        )
     classes = [str(c) for c in pipeline.classes_]
     current = logs.typed_like(batch.features, reference)
     current[SERVED] = served_prediction(batch.served, classes, data).to_numpy()
