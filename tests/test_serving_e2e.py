@@ -9,9 +9,13 @@ are checked against one running server.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,7 @@ import yaml
 from tabular_pipeline.serving import package
 from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
-from tests.servers import bento_server
+from tests.servers import bento_server, free_port
 
 # One worker runs them all: the session's one served Bento (fixture ``served``).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("served")]
