@@ -206,8 +206,7 @@ def run(
     drift.write_html(result.html, outputs.html)
     stage.write_json(outputs.summary, summary)
     stage.write_json(outputs.metrics, headline(summary))
-    with stage.atomic_path(outputs.prom) as tmp:
-        tmp.write_text(export.render(summary, data.name), encoding="utf-8")
+    stage.write_text(outputs.prom, export.render(summary, data.name))
     return summary
 
 
