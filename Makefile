@@ -129,7 +129,7 @@ serve: env
 # s3:// URL (default monitor.logs), LABELS = prediction_id,label CSV (optional),
 # EXPORT = .parquet for the labelled rows as new training data (docs: Retrain).
 monitor: env
-	$(BIN)/python -m tabular_pipeline.monitoring.cli $(if $(LOGS),--logs "$(LOGS)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXPORT),--export-training "$(EXPORT)")
+	PYTHONHASHSEED=0 $(BIN)/python -m tabular_pipeline.monitoring.cli $(if $(LOGS),--logs "$(LOGS)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXPORT),--export-training "$(EXPORT)")
 
 lint: env
 	$(BIN)/ruff check .

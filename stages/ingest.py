@@ -5,7 +5,8 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
-from tabular_pipeline.data.ingest import check_inside, concat, expand, normalize, read_table
+from tabular_pipeline.data.ingest import check_inside, concat, expand, normalize
+from tabular_pipeline.data.reader import read_user_table, table_format
 
 log = logging.getLogger("ingest")
 
@@ -28,7 +29,9 @@ def main() -> None:
         for path in paths:
             key = f"data.source.{name}" if path == Path(source) else "data.source.extra_train"
             check_inside(path, Path(data.raw_dir), key)
-            frames.append(normalize(read_table(path, dict(data.source.read)), data))
+            raw = read_user_table(path, data.source.read)
+            typed = table_format(path) == "parquet"
+            frames.append(normalize(raw, data, str(path), typed=typed))
             log.info("%s: %d rows x %d columns", path, len(frames[-1]), frames[-1].shape[1])
         frame = concat(frames)
         stage.write_parquet(frame, target)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -39,8 +40,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def pin_hash_seed() -> None:
+    """Re-run under PYTHONHASHSEED=0 (before any heavy import): Evidently's scores
+    depend on set order, and the outputs must be byte-identical run to run.
+    `make monitor` sets it already; this keeps a direct call just as stable."""
+    if os.environ.get("PYTHONHASHSEED") == "0":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    os.execve(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> None:
-    drift.pin_hash_seed("tabular_pipeline.monitoring.cli")
+    if argv is None:
+        pin_hash_seed()
+    drift.check_hash_seed()
     args = parse_args(argv)
     start = time.perf_counter()
     params = load_params(Path(args.params))

@@ -152,16 +152,20 @@ def typed_like(features: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_labels(path: Path, target_name: str = "label") -> pd.DataFrame:
-    """A delayed-labels file: ``prediction_id,label`` (CSV or Parquet), ids unique."""
-    if not path.is_file():
-        raise PipelineError(f"monitor --labels {path}: file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"monitor --labels {path}: cannot read: {exc}") from exc
+    """A delayed-labels file: ``prediction_id,label`` (CSV or Parquet), ids unique.
+
+    Read through the guarded reader (a damaged or mis-separated file is one
+    line naming it), as text, so ids and labels are never turned into numbers.
+    """
+    from tabular_pipeline.data.reader import read_user_table
+
+    frame = read_user_table(
+        path,
+        {"dtype": str, "keep_default_na": False},
+        label="monitor --labels",
+        read_key="monitor --labels",
+        min_columns=2,
+    )
     missing = [c for c in (ID, target_name) if c not in frame.columns]
     if missing:
         raise PipelineError(
