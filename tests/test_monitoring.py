@@ -20,7 +20,7 @@ from tabular_pipeline.config import DataConfig, MonitorConfig, load_params, pars
 from tabular_pipeline.data import ingest
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import dashboard, export, logs, quality, retrain
-from tests.conftest import ROOT
+from tests.conftest import FIXTURE, ROOT, composed_params, fixture_params
 
 # What the running service exposes (checked against a live /metrics in
 # tests/test_serving_e2e.py): the model's metrics and BentoML's own.
@@ -251,7 +251,7 @@ def test_dashboard_file_is_generated_and_queries_known_metrics() -> None:
 def test_labelled_batch_is_read_back_by_ingest_as_training_rows(
     tmp_path: Path, adult_cfg: DataConfig
 ) -> None:
-    raw = ingest.read_table(ROOT / adult_cfg.source.train, dict(adult_cfg.source.read)).head(300)
+    raw = ingest.read_table(FIXTURE / adult_cfg.source.train, dict(adult_cfg.source.read)).head(300)
     train = ingest.normalize(raw, adult_cfg)
     features = train.drop(columns=[adult_cfg.target]).head(40)
     # What a prediction log holds: JSON values of the served rows.
@@ -291,13 +291,15 @@ def test_ingest_stage_appends_extra_train_files(
 
     raw_dir = tmp_path / "data/raw/adult"
     (raw_dir / "batches").mkdir(parents=True)
-    raw = ingest.read_table(ROOT / adult_cfg.source.train, dict(adult_cfg.source.read))
+    raw = ingest.read_table(FIXTURE / adult_cfg.source.train, dict(adult_cfg.source.read))
     raw.head(200).to_csv(raw_dir / "train.csv", index=False)
     train = ingest.normalize(raw.head(200), adult_cfg)
     batch = train.tail(30).astype({c: object for c in train.columns})
     retrain.write_batch(batch.reset_index(drop=True), raw_dir / "batches/b1.parquet")
-    params = load_params(ROOT / "params.yaml")
-    params["data"]["schema"] = str(ROOT / params["data"]["schema"])
+    # The project's own params with the fixture's data section (no Adult needed).
+    params = {**composed_params(), "data": fixture_params()["data"]}
+    params["ingest"] = dict(params["ingest"])
+    params["data"]["schema"] = str(FIXTURE / params["data"]["schema"])
     params["data"]["raw_dir"] = "data/raw/adult"
     params["data"]["source"] |= {
         "train": "data/raw/adult/train.csv",
