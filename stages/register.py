@@ -25,6 +25,7 @@ from tabular_pipeline.config import (
 )
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.evaluation.metrics import classification_metrics
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.models.modeling import predict_proba, signature_example
 from tabular_pipeline.registry import gates, mlflow_registry
 from tabular_pipeline.reporting import lineage, model_card
@@ -47,6 +48,9 @@ def main() -> None:
     metrics["ci"] = fairness.get("ci", {})
     drift = stage.read_json(Path(drift_cfg.metrics_out))
     drift_summary = stage.read_json(Path(drift_cfg.summary_out))
+    explain_summary = stage.read_json(
+        Path(parse_section(params, "explain", ExplainConfig).summary_out)
+    )
     test = stage.read_parquet(split_dir / "test.parquet")
     pipeline = stage.load_object(model_path)
     in_experiment = bool(os.environ.get("DVC_EXP_NAME"))
@@ -150,6 +154,7 @@ def main() -> None:
             lineage=lineage.hashes(model_path, split_dir),
             versions=lineage.framework_versions(),
         )
+        card["explanations"] = model_card.explanations(explain_summary)
         card_dir = Path(cfg.card_dir)
         lineage.write_card(card, card_dir)
         if ref.run_id:

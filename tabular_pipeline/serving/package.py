@@ -49,6 +49,11 @@ BASE_REQUIREMENTS = (
     "pydantic",
     "omegaconf",
     "PyYAML",
+    # /explain (tabular_pipeline/explain): shap and the numba stack it imports.
+    "shap",
+    "numba",
+    "llvmlite",
+    "slicer",
 )
 _TIME_LINE = re.compile(rb"^(\s*creation_time:\s*).*$", re.M)
 
@@ -119,7 +124,14 @@ def requirements(extra_modules: set[str]) -> list[str]:
 
 # The package modules the service imports: exactly these go into the Bento
 # (and are the package stage's code deps in dvc.yaml).
-SHIPPED = ("__init__.py", "config.py", "errors.py", "serving/*.py")
+SHIPPED = (
+    "__init__.py",
+    "config.py",
+    "errors.py",
+    "serving/*.py",
+    "explain/__init__.py",
+    "explain/shap_values.py",
+)
 
 
 def source_files(package_root: Path) -> list[Path]:
@@ -202,7 +214,8 @@ def _build(
         exclude=["**/__pycache__/**"],
         description=(
             f"Tabular classifier for target {config.target!r} built by the DVC "
-            "pipeline's package stage. POST /predict, /predict_batch; docs at /."
+            "pipeline's package stage. POST /predict, /predict_batch, /explain, "
+            "/explain_batch; docs at /."
         ),
         labels={
             "target": config.target,

@@ -45,6 +45,9 @@ class ServingConfig:
     fields: list[FieldSpec]
     variants: list[Variant]
     serve: ServeConfig = field(default_factory=ServeConfig)
+    # /explain: background rows (JSON records), seed and permutation budget for
+    # explainers that need them (see tabular_pipeline/explain/shap_values.py).
+    explain: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -66,6 +69,7 @@ class ServingConfig:
             fields=[FieldSpec.from_json(f) for f in payload["fields"]],
             variants=[Variant(**v) for v in payload["variants"]],
             serve=serve,
+            explain=dict(payload.get("explain", {})),
         )
 
 
