@@ -25,6 +25,7 @@ ALL_STAGES = [
     "tune",
     "train",
     "evaluate",
+    "explain",
     "drift",
     "register",
     "package",
@@ -99,6 +100,8 @@ CONF_EDITS = [
     ("conf/config.yaml", "n_resamples: 1000", "n_resamples: 200", {"evaluate"}),
     ("conf/config.yaml", "max_drift_share: 0.5", "max_drift_share: 0.4", {"drift"}),
     ("conf/config.yaml", "alias: champion", "alias: best", {"register"}),
+    ("conf/config.yaml", "sample_rows: 1000 ", "sample_rows: 500 ", {"explain"}),
+    ("conf/config.yaml", "permutations: 10 ", "permutations: 6 ", {"explain", "package"}),
     (
         "conf/model/hgb.yaml",
         "max_leaf_nodes: 31",

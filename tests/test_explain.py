@@ -251,3 +251,40 @@ def test_report_tables_and_deterministic_plot(
     png = [report.summary_png(explanation, X, seed=0, top=8) for _ in range(2)]
     assert png[0] == png[1] and png[0].startswith(b"\x89PNG")
     assert b"Software" not in png[0][:400]
+
+
+def test_service_explains_rows_as_served(
+    adult: pd.DataFrame, adult_cfg: DataConfig, featurize_cfg: FeaturizeConfig
+) -> None:
+    from tabular_pipeline.serving import explaining
+    from tabular_pipeline.serving.fast import FastPredictor
+    from tabular_pipeline.serving.schema import build_field_specs, frame_to_rows
+
+    train, test = adult.iloc[:1500], adult.iloc[1500:1540].reset_index(drop=True)
+    pipeline = fitted(
+        train, adult_cfg.target, HistGradientBoostingClassifier(max_iter=20), featurize_cfg
+    )
+    specs = build_field_specs(pipeline[0], adult_cfg)
+    predictor = FastPredictor(pipeline, specs)
+    X = train.drop(columns=[adult_cfg.target])
+    settings = {"background": report.background_rows(X, 50, 0), "seed": 0, "permutations": 4}
+    explainer, reason = explaining.build(pipeline, predictor, settings, adult_cfg.target)
+    assert explainer is not None and reason == ""
+    rows = frame_to_rows(test, specs)
+    proba = predictor.predict_proba(rows)
+    answers = explaining.explain_rows(explainer, predictor, rows, proba)
+    own = pipeline.decision_function(test.drop(columns=[adult_cfg.target]))
+    for answer, score, p, row in zip(answers, own, proba, rows, strict=True):
+        total = answer["base_value"] + sum(c["contribution"] for c in answer["contributions"])
+        assert abs(total - score) < TOL and abs(answer["score"] - score) < TOL
+        assert abs(1 / (1 + np.exp(-answer["score"])) - p[1]) < TOL
+        sizes = [abs(c["contribution"]) for c in answer["contributions"]]
+        assert sizes == sorted(sizes, reverse=True)
+        assert {c["feature"] for c in answer["contributions"]} == set(row)
+        assert all(c["value"] == row[c["feature"]] for c in answer["contributions"])
+        assert (answer["space"], answer["output"], answer["exact"]) == (LOG_ODDS, ">50K", True)
+
+    # No explainer applies (no exact one, no background): /explain is disabled, not a crash.
+    knn = fitted(train, adult_cfg.target, KNeighborsClassifier(3), featurize_cfg)
+    none, why = explaining.build(knn, FastPredictor(knn, specs), {}, adult_cfg.target)
+    assert none is None and "no exact explainer" in why

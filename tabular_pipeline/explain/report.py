@@ -25,7 +25,7 @@ def sample_rows(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def importance_table(explanation: Explanation) -> pd.DataFrame:
     """Global importance: mean |SHAP| per input column, largest first (a DVC bar plot)."""
-    importance = explanation.mean_abs().rename_axis("feature").reset_index()
+    importance = explanation.mean_abs().round(6).rename_axis("feature").reset_index()
     return importance.sort_values(
         ["mean_abs_shap", "feature"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
