@@ -23,6 +23,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.models.modeling import build_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ SECTIONS = {
     "train": TrainConfig,
     "tune": TuneConfig,
     "evaluate": EvaluateConfig,
+    "explain": ExplainConfig,
     "tracking": TrackingConfig,
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,15 @@ from tabular_pipeline.models.modeling import fit_pipeline
 from tests.conftest import ROOT
 
 TOL = 1e-6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """HGB's OpenMP fan-out on a loaded 2-core machine: 1 s fits take 50 s."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture(scope="module")
