@@ -28,8 +28,6 @@ from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("log_loss", "error")
-
 
 def check_space(space: dict[str, Any], model: str) -> None:
     """Fail early, naming the key, on a malformed search space."""
