@@ -298,3 +298,33 @@ def test_service_explains_rows_as_served(
     knn = fitted(train, adult_cfg.target, KNeighborsClassifier(3), featurize_cfg)
     none, why = explaining.build(knn, FastPredictor(knn, specs), {}, adult_cfg.target)
     assert none is None and "no exact explainer" in why
+
+
+def test_model_card_section_lists_top_features_with_a_reading_note() -> None:
+    from tabular_pipeline.reporting import model_card
+
+    summary = {
+        "method": "tree SHAP (path-dependent)",
+        "exact": True,
+        "approximate_reason": None,
+        "space": "log-odds",
+        "outputs": [">50K"],
+        "base_value": [-2.36],
+        "rows": 1000,
+        "max_additivity_error": 4e-14,
+        "top_features": [
+            {"feature": "marital_status", "mean_abs_shap": 1.15},
+            {"feature": "age", "mean_abs_shap": 0.79},
+        ],
+    }
+    section = model_card.explanations(summary)
+    assert section["top_features"] == summary["top_features"]
+    assert "not whether the feature causes the outcome" in section["note"]
+    assert "exact" in section["note"] and "log-odds" in section["note"]
+    lines = model_card._explanation_lines({"explanations": section})
+    assert lines[0] == "## What drives the model (SHAP)"
+    assert "| marital_status | 1.1500 |" in "\n".join(lines)
+    assert model_card._explanation_lines({}) == []
+    reason = "TorchMLPClassifier has no exact explainer"
+    approximate = model_card.explanations(summary | {"exact": False, "approximate_reason": reason})
+    assert "approximate (TorchMLPClassifier has no exact explainer)" in approximate["note"]
