@@ -51,27 +51,34 @@ def explain_rows(
     explainer: Any,
     predictor: FastPredictor,
     rows: list[dict[str, Any]],
-    proba: np.ndarray,
+    proba: np.ndarray | None,
 ) -> list[dict[str, Any]]:
     """Per row: prediction, explained output, base value, contributions sorted by |value|.
 
     A binary classifier's output is its positive class; a multiclass one's is
-    the predicted class; ``score`` = base_value + sum(contributions), in ``space``.
+    the predicted class (``proba``: the served probabilities); a regressor's is
+    its prediction (``proba`` None). ``score`` = base_value + sum(contributions),
+    in ``space``.
     """
     explanation = explainer.explain(predictor.features(rows))
-    classes = predictor.classes
+    classes = explainer.classes
     answers = []
     for i, row in enumerate(rows):
-        top = int(np.argmax(proba[i]))
-        k = 0 if len(explanation.outputs) == 1 else explanation.outputs.index(classes[top])
+        k, label = 0, None
+        if classes:
+            assert proba is not None
+            label = classes[int(np.argmax(proba[i]))]
+            if len(explanation.outputs) > 1:
+                k = explanation.outputs.index(label)
         values = explanation.values[i, :, k]
         order = sorted(range(len(values)), key=lambda j: (-abs(values[j]), j))
         base = float(explanation.base[k])
+        score = _number(base + float(values.sum()))
         answers.append(
             {
-                "prediction": classes[top],
+                "prediction": score if label is None else label,
                 "output": explanation.outputs[k],
-                "score": _number(base + float(values.sum())),
+                "score": score,
                 "base_value": _number(base),
                 "space": explanation.space,
                 "exact": explanation.exact,

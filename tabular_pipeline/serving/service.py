@@ -63,7 +63,7 @@ class Contribution(BaseModel):
 
 
 class RowExplanation(BaseModel):
-    prediction: str
+    prediction: str | float  # the label (classifier) or the value (regressor)
     output: str  # the explained output: the positive class, or the predicted class
     score: float  # base_value + sum(contributions): the model's output in `space`
     base_value: float
@@ -213,7 +213,7 @@ class TabularService:
             return None, variant
         predictor = self.predictors[variant.name]
         start = time.perf_counter()
-        proba = predictor.predict_proba(rows)
+        proba = predictor.predict_proba(rows) if explainer.is_classifier else None
         answers = explaining.explain_rows(explainer, predictor, rows, proba)
         self.latency.labels(variant=variant.name, endpoint=endpoint).observe(
             time.perf_counter() - start
