@@ -328,3 +328,19 @@ def test_model_card_section_lists_top_features_with_a_reading_note() -> None:
     reason = "TorchMLPClassifier has no exact explainer"
     approximate = model_card.explanations(summary | {"exact": False, "approximate_reason": reason})
     assert "approximate (TorchMLPClassifier has no exact explainer)" in approximate["note"]
+
+
+def test_shap_is_imported_only_when_explaining() -> None:
+    """numba makes `import shap` take seconds: no stage or module imports it at import time."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stages.evaluate, stages.explain, stages.package, stages.register, "
+        "tabular_pipeline.serving.explaining, tabular_pipeline.explain.report; "
+        "print('shap' in sys.modules, 'numba' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
