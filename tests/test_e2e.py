@@ -291,6 +291,9 @@ def test_bring_your_own_multiclass_data(tmp_path: Path) -> None:
         "gentoo",
     ]
     assert not (project / "plots/roc/gt50K.csv").exists()
+    explained = json.loads((project / "reports/explain/summary.json").read_text())
+    assert explained["outputs"] == ["adelie", "chinstrap", "gentoo"]
+    assert explained["space"] == "raw score" and explained["max_additivity_error"] < 1e-6
     features = json.loads((project / "reports/featurize/features.json").read_text())
     assert features["numeric"] == ["bill_length", "mass", "tagged"]
     assert features["categorical"] == ["island"]
