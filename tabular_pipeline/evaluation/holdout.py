@@ -13,6 +13,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from tabular_pipeline import stage
 from tabular_pipeline.config import EvaluateConfig
 from tabular_pipeline.evaluation import fairness as fair
 from tabular_pipeline.evaluation import metrics as m
@@ -177,11 +178,8 @@ def add_uncertainty_and_fairness(
 def write_plots(result: Evaluation, plots_dir: Path) -> None:
     for kind, by_class in result.curves.items():
         for name, frame in by_class.items():
-            path = plots_dir / kind / f"{name}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(path, index=False)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    result.confusion.to_csv(plots_dir / "confusion.csv", index=False)
-    result.importance.to_csv(plots_dir / "importance.csv", index=False)
+            stage.write_csv(frame, plots_dir / kind / f"{name}.csv")
+    stage.write_csv(result.confusion, plots_dir / "confusion.csv")
+    stage.write_csv(result.importance, plots_dir / "importance.csv")
     if not result.group_bars.empty:
-        result.group_bars.to_csv(plots_dir / "fairness.csv", index=False)
+        stage.write_csv(result.group_bars, plots_dir / "fairness.csv")
