@@ -5,7 +5,8 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
-from tabular_pipeline.data.ingest import check_inside, normalize, read_table
+from tabular_pipeline.data.ingest import check_inside, normalize
+from tabular_pipeline.data.reader import read_user_table, table_format
 
 log = logging.getLogger("ingest")
 
@@ -22,8 +23,8 @@ def main() -> None:
             target.unlink(missing_ok=True)
             continue
         check_inside(Path(source), Path(data.raw_dir), f"data.source.{name}")
-        raw = read_table(Path(source), dict(data.source.read))
-        frame = normalize(raw, data)
+        raw = read_user_table(Path(source), data.source.read)
+        frame = normalize(raw, data, source, typed=table_format(Path(source)) == "parquet")
         stage.write_parquet(frame, target)
         log.info("%s: %d rows x %d columns -> %s", source, len(frame), frame.shape[1], target)
 
