@@ -17,6 +17,7 @@ from tabular_pipeline.config import (
     EvaluateConfig,
     FeaturizeConfig,
     IngestConfig,
+    MonitorConfig,
     RegisterConfig,
     SplitConfig,
     TrackingConfig,
@@ -43,6 +44,7 @@ SECTIONS: dict[str, type] = {
     "register": RegisterConfig,
     "package": PackageConfig,
     "serve": ServeConfig,
+    "monitor": MonitorConfig,
 }
 
 

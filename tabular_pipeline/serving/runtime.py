@@ -136,7 +136,10 @@ def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -
 
 # -- prediction log ----------------------------------------------------------------
 class PredictionLog:
-    """JSON lines of served requests (features, prediction, variant, time), rotated by size."""
+    """JSON lines of served requests (id, features, prediction, variant, time), rotated by size.
+
+    One line per row; ``tabular_pipeline.monitoring.logs`` reads them back.
+    """
 
     def __init__(self, path: str, max_bytes: int, backups: int, worker: int = 0) -> None:
         target = Path(path)
@@ -154,11 +157,18 @@ class PredictionLog:
         self.logger.handlers = [handler]
 
     def write(
-        self, rows: list[dict[str, Any]], labels: list[str], probas: Any, variant: Variant
+        self,
+        rows: list[dict[str, Any]],
+        labels: list[str],
+        probas: Any,
+        variant: Variant,
+        ids: list[str] | None = None,
     ) -> None:
         now = time.time()
-        for row, label, proba in zip(rows, labels, probas, strict=True):
+        ids = ids if ids is not None else [""] * len(rows)
+        for row, label, proba, pid in zip(rows, labels, probas, ids, strict=True):
             record = {
+                "prediction_id": pid,
                 "ts": now,
                 "variant": variant.name,
                 "model_sha256": variant.sha256,

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,7 @@ API_PATHS = ["/predict", "/predict_batch", "/explain", "/explain_batch"]
 
 class Prediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
+    prediction_id: str  # joins a delayed label to this prediction (see docs/monitoring.md)
     label: str
     probabilities: dict[str, float]
     variant: str
@@ -50,6 +52,7 @@ class Prediction(BaseModel):
 
 class BatchPrediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
+    prediction_ids: list[str]  # one per row, in order
     labels: list[str]
     probabilities: list[dict[str, float]]
     variant: str
@@ -160,7 +163,7 @@ class TabularService:
 
     def _run(
         self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str
-    ) -> tuple[list[str], list[dict[str, float]], Variant]:
+    ) -> tuple[list[str], list[str], list[dict[str, float]], Variant]:
         key = ctx.request.headers.get(KEY_HEADER)
         variant = choose_variant(self.variants, key, SERVE.ab.salt)
         predictor = self.predictors[variant.name]
@@ -174,16 +177,19 @@ class TabularService:
         top = proba.argmax(axis=1)
         labels = [classes[i] for i in top]
         probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in proba]
+        # Random, not derived from the row: the same row sent twice is two predictions.
+        ids = [uuid.uuid4().hex for _ in rows]
         if self.prediction_log is not None:
-            self.prediction_log.write(rows, labels, proba, variant)
+            self.prediction_log.write(rows, labels, proba, variant, ids)
         ctx.response.metadata["x-model-variant"] = variant.name
-        return labels, probabilities, variant
+        return ids, labels, probabilities, variant
 
     @bentoml.api(route="/predict")
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Predict one row: the label, the class probabilities and the model version."""
-        labels, probabilities, variant = self._run([_fields(row)], ctx, "predict")
+        ids, labels, probabilities, variant = self._run([_fields(row)], ctx, "predict")
         return Prediction(
+            prediction_id=ids[0],
             label=labels[0],
             probabilities=probabilities[0],
             variant=variant.name,
@@ -193,8 +199,11 @@ class TabularService:
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> BatchPrediction:
         """Predict a list of rows (at most serve.max_batch_rows)."""
-        labels, probabilities, variant = self._run([_fields(r) for r in rows], ctx, "predict_batch")
+        ids, labels, probabilities, variant = self._run(
+            [_fields(r) for r in rows], ctx, "predict_batch"
+        )
         return BatchPrediction(
+            prediction_ids=ids,
             labels=labels,
             probabilities=probabilities,
             variant=variant.name,
