@@ -14,6 +14,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.data.reader import revision_error
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.serving import package
 from tabular_pipeline.serving.runtime import ServingConfig
 from tabular_pipeline.serving.schema import build_field_specs
@@ -41,6 +42,7 @@ def main() -> None:
     featurize = parse_section(params, "featurize", FeaturizeConfig)
     cfg = parse_section(params, "package", PackageConfig)
     serve = parse_section(params, "serve", ServeConfig)
+    explain = parse_section(params, "explain", ExplainConfig)
 
     package.check_promoted(Path(parse_section(params, "register", RegisterConfig).decision_out))
     pipeline = stage.load_object(model_path)
@@ -63,6 +65,12 @@ def main() -> None:
             fields=specs,
             variants=variants,
             serve=serve,
+            # What /explain's explainer needs besides the model (built at start-up).
+            explain={
+                "background": stage.read_json(Path(explain.background_out)),
+                "seed": int(params["seed"]),
+                "permutations": explain.permutations,
+            },
         )
         tag, shipped = package.build_archive(config, files, Path(cfg.out), Path.cwd())
     log.info(

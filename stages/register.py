@@ -24,6 +24,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.models.modeling import signature_example
 from tabular_pipeline.registry import gates, mlflow_registry, promotion
 from tabular_pipeline.reporting import model_card
@@ -45,6 +46,9 @@ def main() -> None:
     metrics = stage.read_json(Path(ev_cfg.metrics_out)) | {"ci": fairness.get("ci", {})}
     drift = stage.read_json(Path(drift_cfg.metrics_out))
     drift_summary = stage.read_json(Path(drift_cfg.summary_out))
+    explain_summary = stage.read_json(
+        Path(parse_section(params, "explain", ExplainConfig).summary_out)
+    )
     test = stage.read_parquet(split_dir / "test.parquet")
     pipeline = stage.load_object(model_path)
     in_experiment = bool(os.environ.get("DVC_EXP_NAME"))
@@ -118,6 +122,7 @@ def main() -> None:
                 "failures": details["failures"],
             },
         )
+        card["explanations"] = model_card.explanations(explain_summary)
         model_card.write(card, Path(cfg.card_dir))
         mlflow_registry.log_card(card, registered, experiment_id, verdict)
 

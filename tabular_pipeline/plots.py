@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class Chart:
     plot_id: str
     name: str  # file-name-safe and unique
-    svg: str
+    svg: str  # the SVG, or for an image plot an <img> with the PNG inlined
+    png: bytes | None = None  # image plots (e.g. the SHAP summary): the file's bytes
 
 
 def dvc_plot_specs(revs: list[str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
@@ -53,14 +54,33 @@ def _name(plot_id: str, taken: set[str]) -> str:
     return slug(plot_id.removesuffix(".csv").removeprefix("plots/"), taken)
 
 
-def render_charts(payload: dict[str, Any]) -> list[Chart]:
-    """One SVG per Vega plot, in DVC's order; image plots are skipped (nothing to render)."""
+def _image(plot_id: str, item: dict[str, Any], taken: set[str], cwd: Path) -> Chart | None:
+    """An image plot inlined as a data URI (no file reference: the page stays self-contained)."""
+    import base64
+
+    path = Path(str(item.get("url", "")))
+    path = path if path.is_absolute() else cwd / path
+    if path.suffix.lower() != ".png" or not path.is_file():
+        return None
+    data = path.read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(data).decode()
+    tag = f'<img alt="{html.escape(plot_id)}" src="{uri}">'
+    return Chart(plot_id, _name(plot_id.removesuffix(".png"), taken), tag, data)
+
+
+def render_charts(payload: dict[str, Any], cwd: Path | None = None) -> list[Chart]:
+    """One SVG per Vega plot and one inlined PNG per image plot, in DVC's order."""
     import vl_convert as vlc
 
     charts: list[Chart] = []
     taken: set[str] = set()
     for plot_id, items in (payload.get("data") or {}).items():
         for item in items:
+            if item.get("type") == "image":
+                image = _image(plot_id, item, taken, cwd or Path.cwd())
+                if image is not None:
+                    charts.append(image)
+                continue
             if item.get("type") != "vega":
                 continue
             svg = vlc.vegalite_to_svg(item["content"])
@@ -90,10 +110,13 @@ def page(charts: list[Chart], title: str) -> str:
 def write_plots_page(charts: list[Chart], out_dir: Path, title: str) -> Path:
     """index.html with the SVGs inlined, plus each SVG as its own file (for reports)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("*.svg"):
+    for stale in [*out_dir.glob("*.svg"), *out_dir.glob("*.png")]:
         stale.unlink()
     for chart in charts:
-        (out_dir / f"{chart.name}.svg").write_text(chart.svg, encoding="utf-8")
+        if chart.png is not None:
+            (out_dir / f"{chart.name}.png").write_bytes(chart.png)
+        else:
+            (out_dir / f"{chart.name}.svg").write_text(chart.svg, encoding="utf-8")
     index = out_dir / "index.html"
     index.write_text(page(charts, title), encoding="utf-8")
     return index

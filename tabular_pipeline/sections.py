@@ -26,6 +26,7 @@ from tabular_pipeline.config import (
     ValidateConfig,
     parse_section,
 )
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.serving.settings import PackageConfig, ServeConfig
 
 SECTIONS: dict[str, type] = {
@@ -37,6 +38,7 @@ SECTIONS: dict[str, type] = {
     "tune": TuneConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "explain": ExplainConfig,
     "tracking": TrackingConfig,
     "drift": DriftConfig,
     "register": RegisterConfig,

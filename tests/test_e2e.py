@@ -24,6 +24,7 @@ ALL_STAGES = [
     "tune",
     "train",
     "evaluate",
+    "explain",
     "drift",
     "register",
     "package",
@@ -98,6 +99,8 @@ CONF_EDITS = [
     ("conf/config.yaml", "n_resamples: 1000", "n_resamples: 200", {"evaluate"}),
     ("conf/config.yaml", "max_drift_share: 0.5", "max_drift_share: 0.4", {"drift"}),
     ("conf/config.yaml", "alias: champion", "alias: best", {"register"}),
+    ("conf/config.yaml", "sample_rows: 1000 ", "sample_rows: 500 ", {"explain"}),
+    ("conf/config.yaml", "permutations: 10 ", "permutations: 6 ", {"explain", "package"}),
     (
         "conf/model/hgb.yaml",
         "max_leaf_nodes: 31",
@@ -290,6 +293,9 @@ def test_bring_your_own_multiclass_data(tmp_path: Path) -> None:
         "gentoo",
     ]
     assert not (project / "plots/roc/gt50K.csv").exists()
+    explained = json.loads((project / "reports/explain/summary.json").read_text())
+    assert explained["outputs"] == ["adelie", "chinstrap", "gentoo"]
+    assert explained["space"] == "raw score" and explained["max_additivity_error"] < 1e-6
     features = json.loads((project / "reports/featurize/features.json").read_text())
     assert features["numeric"] == ["bill_length", "mass", "tagged"]
     assert features["categorical"] == ["island"]

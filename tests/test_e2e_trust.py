@@ -138,7 +138,15 @@ def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Pa
     out = dvc("repro", check=False)
     log = out.stdout + out.stderr
     assert out.returncode != 0
-    assert ran_stages(out.stdout) == ["compose", "tune", "train", "evaluate", "drift", "register"]
+    assert ran_stages(out.stdout) == [
+        "compose",
+        "tune",
+        "train",
+        "evaluate",
+        "explain",
+        "drift",
+        "register",
+    ]
     assert "register: adult version 2 rejected, alias 'champion' unchanged" in log
     failed = REGRESSION.findall(log)
     assert failed, log[-3000:]

@@ -28,8 +28,20 @@ def test_render_charts_makes_svg_and_unique_names() -> None:
         }
     }
     charts = render_charts(payload)
-    assert [c.name for c in charts] == ["roc_a", "roc_a_2"]
+    assert [c.name for c in charts] == ["roc_a", "roc_a_2"]  # a missing image is left out
     assert all(c.svg.startswith("<svg") and "<path" in c.svg for c in charts)
+
+
+def test_image_plots_are_inlined(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\nfake"
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/summary.png").write_bytes(png)
+    payload = {"data": {"reports/summary.png": [{"type": "image", "url": "reports/summary.png"}]}}
+    [chart] = render_charts(payload, cwd=tmp_path)
+    assert chart.png == png and chart.svg.startswith('<img alt="reports/summary.png"')
+    assert "data:image/png;base64," in chart.svg
+    write_plots_page([chart], tmp_path / "out", "t")
+    assert (tmp_path / "out" / f"{chart.name}.png").read_bytes() == png
 
 
 def test_page_inlines_svg_and_loads_nothing(tmp_path: Path) -> None:
@@ -50,7 +62,9 @@ def test_project_plots_render_with_networking_disabled(tmp_path: Path) -> None:
     assert len(charts) >= 5  # roc, precision-recall, calibration, confusion, importance
     index = write_plots_page(charts, tmp_path / "out", "Plots: workspace")
     dom = dump_dom(index.as_uri())
-    assert dom.count("<svg") >= len(charts)
+    images = sum(c.png is not None for c in charts)  # e.g. the SHAP summary PNG, inlined
+    assert dom.count("<svg") >= len(charts) - images
+    assert dom.count("<img") == images
     assert dom.count("<path") > 50  # axes, curves and bars were drawn
     assert ink(screenshot(index.as_uri(), tmp_path / "ours.png")) > 0.03
 

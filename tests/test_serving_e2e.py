@@ -187,6 +187,55 @@ def test_bad_input_is_a_json_4xx_naming_field_and_rule(served: Served) -> None:
     assert unknown.status_code == 200
 
 
+def test_explain_contributions_reproduce_the_served_score(served: Served) -> None:
+    row = served.rows[0]
+    assert httpx.post(f"{served.url}/explain", json=row).status_code == 401
+    response = post(served, "/explain", row)
+    assert response.status_code == 200, response.text
+    one = response.json()
+    assert (one["space"], one["output"], one["exact"]) == ("log-odds", ">50K", True)
+    assert one["variant"] == "champion" and one["model_version"].startswith("adult-classifier")
+    contributions = one["contributions"]
+    assert {c["feature"] for c in contributions} == set(row)
+    sizes = [abs(c["contribution"]) for c in contributions]
+    assert sizes == sorted(sizes, reverse=True)
+    total = one["base_value"] + sum(c["contribution"] for c in contributions)
+    assert abs(total - one["score"]) < 1e-9
+    # the served score is the served probability's log-odds
+    probability = post(served, "/predict", row).json()["probabilities"][">50K"]
+    assert abs(1 / (1 + np.exp(-one["score"])) - probability) < 1e-6
+    assert one["prediction"] == post(served, "/predict", row).json()["label"]
+
+    rows = served.rows[:25]
+    batch = post(served, "/explain_batch", rows)
+    assert batch.status_code == 200, batch.text[:2000]
+    explanations = batch.json()["explanations"]
+    probabilities = post(served, "/predict_batch", rows).json()["probabilities"]
+    assert len(explanations) == len(rows)
+    for answer, proba in zip(explanations, probabilities, strict=True):
+        total = answer["base_value"] + sum(c["contribution"] for c in answer["contributions"])
+        assert abs(1 / (1 + np.exp(-total)) - proba[">50K"]) < 1e-6
+    # the batch form explains row 0 as /explain does (to the last bits of shap's batch sums)
+    first = explanations[0]["contributions"]
+    assert [c["feature"] for c in first] == [c["feature"] for c in contributions]
+    assert np.allclose(
+        [c["contribution"] for c in first], [c["contribution"] for c in contributions], atol=1e-12
+    )
+
+    # the same 4xx rules as /predict
+    no_age = {k: v for k, v in row.items() if k != "age"}
+    for path, body, word in [
+        ("/explain", no_age, "missing"),
+        ("/explain", row | {"age": "forty"}, "int_type"),
+        ("/explain_batch", [row] * 901, "too_long"),
+        ("/explain_batch", [], "too_short"),
+        ("/explain_batch", b'[{"age": ', "json_invalid"),
+    ]:
+        bad = post(served, path, body)
+        assert bad.status_code == 400 and word in bad.text, (path, bad.text)
+    assert httpx.get(f"{served.url}/explain", headers=AUTH).status_code == 405
+
+
 def test_ab_split_is_sticky_with_the_configured_share(served: Served) -> None:
     row = served.rows[1]
     seen = {}

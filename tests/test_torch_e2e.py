@@ -23,7 +23,11 @@ from tests.servers import bento_server
 pytestmark = pytest.mark.slow
 
 MLP = ["-S", "model=mlp", "-S", "model.max_epochs=8", "-S", "model.patience=3"]
-SMALL = ["-S", "evaluate.importance.n_repeats=1"]  # torch predictions are the slow part
+SMALL = [  # torch predictions are the slow part
+    *("-S", "evaluate.importance.n_repeats=1"),
+    *("-S", "explain.sampled_rows=10", "-S", "explain.permutations=2"),
+    *("-S", "explain.background_rows=20"),
+]
 
 
 def query(project: Path, sql: str) -> list[tuple]:
@@ -41,6 +45,10 @@ def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
     out = dvc("exp", "run", *MLP, *SMALL)
     log = out.stdout + out.stderr
     assert "package" in ran_stages(out.stdout)  # the whole chain, serving artifact included
+    explained = json.loads((project / "reports/explain/summary.json").read_text())
+    assert explained["exact"] is False and explained["space"] == "probability"
+    assert explained["max_additivity_error"] < 1e-6  # sampled, but additive
+    assert "explanations are APPROXIMATE" in log
     curve = pd.read_csv(project / "reports/train/curve.csv")
     epochs = len(curve)
     assert 1 <= epochs <= 8 and curve["epoch"].tolist() == list(range(1, epochs + 1))

@@ -72,6 +72,44 @@ def build(
     }
 
 
+def explanations(summary: dict[str, Any]) -> dict[str, Any]:
+    """The card's "what drives the model" section from the explain stage's summary."""
+    exactness = (
+        f"exact: base value + contributions reproduce the model's {summary['space']} "
+        f"(max error {summary['max_additivity_error']:.1g} on these rows)"
+        if summary["exact"]
+        else f"approximate ({summary.get('approximate_reason') or 'sampled'}): the "
+        "contributions add up to the output, but each is an estimate"
+    )
+    note = (
+        f"Mean |SHAP| is the average size of a feature's contribution to the model's "
+        f"{summary['space']} over {summary['rows']} test rows: how much the model relies on "
+        "the feature, not whether the feature causes the outcome. Correlated features share "
+        "credit between them; one-hot columns are summed back to their input column. "
+        f"Method: {summary['method']}, {exactness}."
+    )
+    return {
+        "method": summary["method"],
+        "exact": summary["exact"],
+        "space": summary["space"],
+        "rows": summary["rows"],
+        "top_features": summary["top_features"],
+        "note": note,
+    }
+
+
+def _explanation_lines(card: dict[str, Any]) -> list[str]:
+    ex = card.get("explanations")
+    if not ex:
+        return []
+    lines = ["## What drives the model (SHAP)", "", ex["note"], ""]
+    lines += _table(
+        ["feature", f"mean abs SHAP ({ex['space']})"],
+        [[f["feature"], f["mean_abs_shap"]] for f in ex["top_features"]],
+    )
+    return [*lines, ""]
+
+
 def from_artifacts(
     *,
     params: dict[str, Any],
@@ -229,6 +267,7 @@ def to_markdown(card: dict[str, Any]) -> str:
                 ],
             )
             lines.append("")
+    lines += _explanation_lines(card)
     dr = card["drift"]
     lines += [
         "## Drift",

@@ -298,6 +298,16 @@ class FastPredictor:
             X[:, cat.start : cat.start + cat.width] = cat.table[idx]
         return X if self.dtype == np.float64 else X.astype(self.dtype)
 
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """``rows`` as the frame the pipeline was trained on."""
+        return self._frame(rows)
+
+    def features(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The estimator's input for ``rows``: compiled when verified exact (for /explain)."""
+        if self.fast:
+            return self.transform(rows)
+        return np.asarray(self.pipeline[:-1].transform(self._frame(rows)))
+
     def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
         if self.fast:
             X = self.transform(rows)

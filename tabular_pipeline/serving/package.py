@@ -58,6 +58,11 @@ BASE_REQUIREMENTS = (
     "pydantic",
     "omegaconf",
     "PyYAML",
+    # /explain: shap is found from the imports; its numba stack is pinned here.
+    "shap",
+    "numba",
+    "llvmlite",
+    "slicer",
 )
 _TIME_LINE = re.compile(rb"^(\s*creation_time:\s*).*$", re.M)
 
@@ -268,7 +273,8 @@ def _build(
         exclude=["**/__pycache__/**"],
         description=(
             f"Tabular model for target {config.target!r} built by the DVC pipeline's "
-            "package stage. POST /predict, /predict_batch; docs at /. Self-contained: "
+            "package stage. POST /predict, /predict_batch, /explain, /explain_batch; docs at "
+            "/. Self-contained: "
             "src/ holds every project module the service and the models import, and "
             "env/python/requirements.txt pins what they import"
             + (

@@ -14,7 +14,7 @@ import logging
 import logging.handlers
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class ServingConfig:
     fields: list[FieldSpec]
     variants: list[Variant]
     serve: ServeConfig
+    # /explain: background rows (JSON records), seed and permutation budget for
+    # explainers that need them (see tabular_pipeline/explain/shap_values.py).
+    explain: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -66,6 +69,7 @@ class ServingConfig:
             fields=[FieldSpec.from_json(f) for f in payload["fields"]],
             variants=[Variant(**v) for v in payload["variants"]],
             serve=serve,
+            explain=dict(payload.get("explain", {})),
         )
 
 

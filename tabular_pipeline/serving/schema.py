@@ -233,10 +233,8 @@ def patch_openapi(
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
     ref = {"$ref": "#/components/schemas/Row"}
-    bodies = {
-        "/predict": ref,
-        "/predict_batch": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": ref},
-    }
+    batch = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": ref}
+    bodies = {"/predict": ref, "/predict_batch": batch, "/explain": ref, "/explain_batch": batch}
     errors = {
         "401": "Missing or wrong API key",
         "413": "Request body over serve.max_body_bytes",
@@ -251,7 +249,10 @@ def patch_openapi(
             "content": {"application/json": {"schema": bodies[path]}},
         }
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
-        for code, text in errors.items():
+        codes = dict(errors)
+        if path.startswith("/explain"):
+            codes["501"] = "No explainer applies to this model (the body says why)"
+        for code, text in codes.items():
             operation["responses"][code] = {
                 "description": text,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tabular_pipeline.serving import middleware
+from tabular_pipeline.serving import explaining, middleware
 from tabular_pipeline.serving.runtime import (
     CWD_ENV,
     MODEL_FILE,
@@ -38,7 +38,7 @@ SERVE = CONFIG.serve
 Row = request_model(CONFIG.fields, name="Row")
 Rows = Annotated[list[Row], Field(min_length=1, max_length=SERVE.max_batch_rows)]  # type: ignore[valid-type]
 KEY_HEADER = SERVE.ab.key_header.lower()
-API_PATHS = ["/predict", "/predict_batch"]
+API_PATHS = ["/predict", "/predict_batch", "/explain", "/explain_batch"]
 
 
 class Prediction(BaseModel):
@@ -55,6 +55,36 @@ class BatchPrediction(BaseModel):
     prediction_ids: list[str]  # one per row, in order
     labels: list[str]
     probabilities: list[dict[str, float]]
+    variant: str
+    model_version: str
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: Any  # the row's input value
+    contribution: float
+
+
+class RowExplanation(BaseModel):
+    prediction: str | float  # the label (classifier) or the value (regressor)
+    output: str  # the explained output: the positive class, or the predicted class
+    score: float  # base_value + sum(contributions): the model's output in `space`
+    base_value: float
+    space: str  # log-odds | raw score | probability | target units
+    exact: bool
+    method: str
+    contributions: list[Contribution]  # every input column, largest |contribution| first
+
+
+class Explanation(RowExplanation):
+    model_config = ConfigDict(protected_namespaces=())
+    variant: str
+    model_version: str
+
+
+class BatchExplanation(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    explanations: list[RowExplanation]
     variant: str
     model_version: str
 
@@ -85,16 +115,23 @@ class TabularService:
 
         self.variants = CONFIG.variants
         self.predictors = {}
+        # Built once here, never per request (shap's import alone takes seconds).
+        self.explainers: dict[str, tuple[Any, str]] = {}
         for variant in self.variants:
             stored = bentoml.models.get(variant.model_tag)
             pipeline = joblib.load(stored.path_of(MODEL_FILE))
             self.predictors[variant.name] = FastPredictor(pipeline, CONFIG.fields)
+            self.explainers[variant.name] = explaining.build(
+                pipeline, self.predictors[variant.name], CONFIG.explain, CONFIG.target
+            )
+            explainer = self.explainers[variant.name][0]
             log.info(
-                "variant %s: model %s (sha256 %s), fast path %s",
+                "variant %s: model %s (sha256 %s), fast path %s, /explain %s",
                 variant.name,
                 variant.model_tag,
                 variant.sha256[:12],
                 "on" if self.predictors[variant.name].fast else "off",
+                "off" if explainer is None else f"{explainer.method} in {explainer.space}",
             )
         # One OpenMP/BLAS thread per worker: HGB's per-tree OpenMP fan-out costs
         # more than it saves on a row, and spinning threads starve other requests.
@@ -173,6 +210,54 @@ class TabularService:
             model_version=_version(variant),
         )
 
+    def _explain(
+        self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str
+    ) -> tuple[list[dict[str, Any]] | None, Variant]:
+        key = ctx.request.headers.get(KEY_HEADER)
+        variant = choose_variant(self.variants, key, SERVE.ab.salt)
+        explainer = self.explainers[variant.name][0]
+        ctx.response.metadata["x-model-variant"] = variant.name
+        if explainer is None:
+            ctx.response.status_code = 501
+            return None, variant
+        predictor = self.predictors[variant.name]
+        start = time.perf_counter()
+        proba = predictor.predict_proba(rows) if explainer.is_classifier else None
+        answers = explaining.explain_rows(explainer, predictor, rows, proba)
+        self.latency.labels(variant=variant.name, endpoint=endpoint).observe(
+            time.perf_counter() - start
+        )
+        self.requests.labels(variant=variant.name, endpoint=endpoint).inc(len(rows))
+        return answers, variant
+
+    def _not_implemented(self, variant: Variant) -> Any:
+        from starlette.responses import JSONResponse
+
+        reason = self.explainers[variant.name][1]
+        return JSONResponse(
+            {"error": "no explainer for this model", "detail": reason}, status_code=501
+        )
+
+    @bentoml.api(route="/explain")
+    async def explain(self, row: Row, /, ctx: bentoml.Context) -> Explanation:  # type: ignore[valid-type]
+        """Explain one row: the prediction, base value and every feature's contribution."""
+        answers, variant = self._explain([_fields(row)], ctx, "explain")
+        if answers is None:
+            return self._not_implemented(variant)
+        return Explanation(**answers[0], variant=variant.name, model_version=_version(variant))
+
+    @bentoml.api(route="/explain_batch")
+    async def explain_batch(self, rows: Rows, /, ctx: bentoml.Context) -> BatchExplanation:
+        """Explain a list of rows (at most serve.max_batch_rows)."""
+        answers, variant = self._explain([_fields(r) for r in rows], ctx, "explain_batch")
+        if answers is None:
+            return self._not_implemented(variant)
+        return BatchExplanation(
+            explanations=[RowExplanation(**a) for a in answers],
+            variant=variant.name,
+            model_version=_version(variant),
+        )
+
 
 _service: Any = TabularService  # the decorator returns a bentoml Service
 # Starlette applies the list in order, first = outermost: auth runs first (an
@@ -185,7 +270,7 @@ _service.add_asgi_middleware(
 )
 _service.add_asgi_middleware(middleware.BodyLimit, max_bytes=SERVE.max_body_bytes)
 _service.add_asgi_middleware(
-    middleware.JsonOnly, api_paths=API_PATHS, parse_paths=["/predict_batch"]
+    middleware.JsonOnly, api_paths=API_PATHS, parse_paths=["/predict_batch", "/explain_batch"]
 )
 _service.add_asgi_middleware(
     middleware.RewriteResponse, path="/", rewrite=middleware.strip_trackers

@@ -1,0 +1,139 @@
+"""/explain latency next to /predict, on the built Bento (same server, same rows).
+
+Run from the project root after `make repro` (needs models/service.bento):
+
+    .venv/bin/python bench/explain_serving.py [--requests 1000]
+
+One Bento server on 127.0.0.1 (serve.workers workers, OMP_NUM_THREADS=1 as in
+bench/serving.py). An aiohttp client sends single-row requests to /predict
+and to /explain at 1 and 8 concurrent clients (rows from the test split),
+then times a 100-row /explain_batch. Prints a table for bench/README.md.
+Target: /explain p50 <= 10 ms for one row with the default model (hgb).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import KEY, free_port, pct, start, stop, wait_ready  # noqa: E402
+
+
+async def load(
+    url: str, path: str, rows: list[dict[str, Any]], clients: int, total: int
+) -> tuple[float, list[float]]:
+    """``total`` single-row requests to ``path`` from ``clients`` loops: (req/s, latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def client() -> None:
+            for i in counter:
+                start_time = time.perf_counter()
+                async with session.post(f"{url}{path}", json=rows[i % len(rows)]) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise SystemExit(f"{path}: HTTP {r.status}: {await r.text()}")
+                latencies.append(time.perf_counter() - start_time)
+
+        for _ in range(30):  # warm-up
+            async with session.post(f"{url}{path}", json=rows[0]) as r:
+                await r.read()
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        wall = time.perf_counter() - began
+    return total / wall, latencies
+
+
+async def batch_ms(url: str, rows: list[dict[str, Any]], repeats: int) -> float:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    times = []
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for i in range(repeats + 1):
+            start_time = time.perf_counter()
+            async with session.post(f"{url}/explain_batch", json=rows) as r:
+                await r.read()
+                if r.status != 200:
+                    raise SystemExit(f"batch HTTP {r.status}: {(await r.text())[:500]}")
+            if i:
+                times.append(time.perf_counter() - start_time)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--batch-repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from tabular_pipeline.serving.schema import FieldSpec, frame_to_rows
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    with tarfile.open(ROOT / params["package"]["out"]) as tar:
+        member = tar.extractfile("./src/serving.json")
+        assert member is not None
+        serving = json.loads(member.read())
+    specs = [FieldSpec.from_json(f) for f in serving["fields"]]
+    test = pd.read_parquet(ROOT / params["split"]["out_dir"] / "test.parquet")
+    rows = frame_to_rows(test.head(2000), specs)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-explain-"))
+    port = free_port()
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "TABULAR_API_KEY": KEY,
+    }
+    cmd = [sys.executable, "-m", "tabular_pipeline.serving.cli", "--port", str(port)]
+    began = time.perf_counter()
+    proc = start(cmd, env, tmp / "bento.log")
+    url = f"http://127.0.0.1:{port}"
+    results: dict[tuple[str, int], tuple[float, float, float]] = {}
+    try:
+        asyncio.run(wait_ready(url, "/readyz", proc, tmp / "bento.log"))
+        ready_s = time.perf_counter() - began
+        for path in ("/predict", "/explain"):
+            for clients in (1, 8):
+                rps, lat = asyncio.run(load(url, path, rows, clients, args.requests))
+                results[(path, clients)] = (rps, pct(lat, 0.5), pct(lat, 0.99))
+        batch = asyncio.run(batch_ms(url, rows[:100], args.batch_repeats))
+    finally:
+        stop(proc)
+
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"model {params['model']['_target_'].rsplit('.', 1)[-1]}, "
+        f"{params['serve']['workers']} worker(s), load average {os.getloadavg()[0]:.1f}; "
+        f"server ready in {ready_s:.1f} s (explainer built at start-up)"
+    )
+    print("| endpoint | clients | req/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for (path, clients), (rps, p50, p99) in results.items():
+        print(f"| {path} | {clients} | {rps:.0f} | {p50:.2f} | {p99:.2f} |")
+    print()
+    print(f"/explain_batch, 100 rows: {batch:.1f} ms (median)")
+    print(f"target: /explain p50 at 1 client = {results[('/explain', 1)][1]:.2f} ms (<= 10)")
+
+
+if __name__ == "__main__":
+    main()
