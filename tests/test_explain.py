@@ -21,7 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from tabular_pipeline.config import DataConfig, FeaturizeConfig, load_params, parse_section
+from tabular_pipeline.config import DataConfig, FeaturizeConfig
 from tabular_pipeline.data.ingest import normalize, read_table
 from tabular_pipeline.explain import report
 from tabular_pipeline.explain.shap_values import (
@@ -35,7 +35,7 @@ from tabular_pipeline.explain.shap_values import (
 )
 from tabular_pipeline.models.features import build_featurizer, feature_columns
 from tabular_pipeline.models.modeling import fit_pipeline
-from tests.conftest import ROOT
+from tests.conftest import FIXTURE, ROOT, shipped
 
 TOL = 1e-6
 
@@ -51,12 +51,16 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def featurize_cfg() -> FeaturizeConfig:
-    return parse_section(load_params(ROOT / "params.yaml"), "featurize", FeaturizeConfig)
+    return shipped("featurize", FeaturizeConfig)
 
 
 @pytest.fixture(scope="module")
 def adult(adult_cfg: DataConfig) -> pd.DataFrame:
-    raw = read_table(ROOT / adult_cfg.source.train, adult_cfg.source.read)
+    raw = pd.concat(  # the committed Adult fixture (train and test rows): no data/raw needed
+        read_table(FIXTURE / path, adult_cfg.source.read)
+        for path in (adult_cfg.source.train, adult_cfg.source.test)
+        if path is not None
+    )
     frame = normalize(raw.sample(1800, random_state=1), adult_cfg).reset_index(drop=True)
     buffer = io.BytesIO()  # typed as split writes it
     frame.to_parquet(buffer, index=False)
