@@ -6,6 +6,7 @@ from pathlib import Path
 from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
 from tabular_pipeline.data.ingest import check_inside, normalize, read_table
+from tabular_pipeline.data.task import task_of_frame
 
 log = logging.getLogger("ingest")
 
@@ -16,6 +17,7 @@ def main() -> None:
     cfg = parse_section(params, "ingest", IngestConfig)
     out_dir = Path(cfg.out_dir)
     sources = {"train": data.source.train, "test": data.source.test}
+    task = None  # resolved on the train table, then imposed on the test table
     for name, source in sources.items():
         target = out_dir / f"{name}.parquet"
         if source is None:
@@ -23,7 +25,9 @@ def main() -> None:
             continue
         check_inside(Path(source), Path(data.raw_dir), f"data.source.{name}")
         raw = read_table(Path(source), dict(data.source.read))
-        frame = normalize(raw, data)
+        frame = normalize(raw, data, task)
+        if task is None and data.target in frame.columns:
+            task = task_of_frame(frame, data.target)
         stage.write_parquet(frame, target)
         log.info("%s: %d rows x %d columns -> %s", source, len(frame), frame.shape[1], target)
 

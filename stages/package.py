@@ -13,6 +13,7 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
+from tabular_pipeline.data.task import task_of_model
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving import package
 from tabular_pipeline.serving.runtime import ServingConfig, Variant
@@ -80,7 +81,8 @@ def main() -> None:
         config = ServingConfig(
             name=name,
             target=data.target,
-            classes=[str(c) for c in pipeline.classes_],
+            classes=[str(c) for c in getattr(pipeline, "classes_", [])],
+            task=task_of_model(pipeline),
             fields=specs,
             variants=variants,
             serve=serve,

@@ -24,8 +24,8 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.evaluation.metrics import classification_metrics
-from tabular_pipeline.models.modeling import predict_proba, signature_example
+from tabular_pipeline.evaluation.metrics import score
+from tabular_pipeline.models.modeling import signature_example
 from tabular_pipeline.registry import gates, mlflow_registry
 from tabular_pipeline.reporting import lineage, model_card
 
@@ -67,8 +67,7 @@ def main() -> None:
         elif champ_version is not None:
             log.info("re-scoring %s v%s on this test split", cfg.model_name, champ_version)
             champ = mlflow_registry.load_version(cfg.model_name, champ_version)
-            proba, classes = predict_proba(champ, test, data.target)
-            champ_metrics = classification_metrics(test[data.target], proba, classes)
+            champ_metrics = score(champ, test, data.target)
 
         decision = gates.decide(
             metrics,
@@ -80,6 +79,7 @@ def main() -> None:
             else None,
             cfg.max_fairness_gap,
             str(champ_version) if champ_version is not None else None,
+            ceilings=dict(cfg.ceilings),
         )
         promote = decision.passed and (not in_experiment or cfg.promote_in_experiments)
         if not decision.passed:
@@ -102,7 +102,11 @@ def main() -> None:
             "champion_rescored": (
                 None
                 if champ_metrics is None or champ_version == ref.version
-                else {k: champ_metrics.get(k) for k in sorted(cfg.max_regression)}
+                else {
+                    k: champ_metrics.get(k)
+                    for k in sorted(cfg.max_regression)
+                    if gates.applies(k, champ_metrics)
+                }
             ),
             "gates": {g.name: g.as_dict() for g in decision.gates},
         }

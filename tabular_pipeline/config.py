@@ -75,6 +75,7 @@ class DataConfig:
     schema: str = "???"
     source: SourceConfig = field(default_factory=SourceConfig)
     target: str = "???"
+    task: str | None = None  # binary | multiclass | regression; None: inferred by ingest
     rename: dict[str, str] = field(default_factory=dict)
     label_map: dict[Any, Any] = field(default_factory=dict)
     drop: list[str] = field(default_factory=list)
@@ -84,6 +85,7 @@ class DataConfig:
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
     max_null_frac: float = 0.5
     min_metrics: dict[str, float] = field(default_factory=dict)
+    max_metrics: dict[str, float] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
     card: CardText = field(default_factory=CardText)
 
@@ -153,6 +155,7 @@ class TuneConfig:
     enabled: bool = False
     n_trials: int = 20
     metric: str = "log_loss"  # minimised on the validation split; or "error"
+    regression_metric: str = "rmse"  # the same for data.task regression; or "mae"
     out: str = "reports/tune/best_params.yaml"
     trials_out: str = "reports/tune/trials.csv"
     metrics_out: str = "metrics/tune.json"
@@ -170,6 +173,7 @@ class BootstrapConfig:
     n_resamples: int = 1000
     confidence: float = 0.95
     metrics: list[str] = field(default_factory=lambda: ["accuracy", "roc_auc"])
+    regression_metrics: list[str] = field(default_factory=lambda: ["rmse", "mae", "r2"])
 
 
 @dataclass
@@ -298,6 +302,7 @@ class RegisterConfig:
     registry_out: str = "models/registry.json"
     card_dir: str = "reports/model_card"
     floors: dict[str, float] = field(default_factory=dict)
+    ceilings: dict[str, float] = field(default_factory=dict)
     max_regression: dict[str, float] = field(default_factory=dict)
     require_drift_pass: bool = True
     max_fairness_gap: float | None = None

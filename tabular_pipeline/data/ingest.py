@@ -12,9 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tabular_pipeline.config import COLUMN_TYPES, DataConfig
+from tabular_pipeline.data.task import as_number, resolve_task
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -126,8 +128,15 @@ def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
     )
 
 
-def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """Rename, clean text, map labels, drop rows without a target and cast types."""
+def normalize(frame: pd.DataFrame, cfg: DataConfig, task: str | None = None) -> pd.DataFrame:
+    """Rename, clean text, map labels, drop rows without a target and cast types.
+
+    ``task`` is the resolved task (see ``data.task``); when None it is
+    resolved here from ``data.task`` or inferred from this table's target. A
+    regression target is stored as float64 (rows with a missing or infinite
+    value dropped and counted), a classification target as text labels, so
+    later stages read the task back from the dtype (``data.task.task_of_frame``).
+    """
     df = frame.rename(columns=dict(cfg.rename))
     df.columns = [normalize_name(c) for c in df.columns]
     if df.columns.duplicated().any():
@@ -140,16 +149,30 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
 
     target = cfg.target
     if target in df.columns:
-        missing = df[target].isna()
+        if task is None:
+            task, reason = resolve_task(
+                cfg.task, df[target], list(cfg.labels), cfg.positive_label
+            )
+            log.info("task: %s (%s)", task, reason)
+        numbers = as_number(df[target]) if task == "regression" else None
+        if task == "regression" and numbers is None:
+            log.warning("target %r is not numeric; validate will reject it for regression", target)
+        missing = df[target].isna() if numbers is None else ~np.isfinite(numbers)
         if missing.any():
             log.warning(
-                "dropping %d row(s) with no value for target %r", int(missing.sum()), target
+                "dropping %d row(s) with no %svalue for target %r",
+                int(missing.sum()),
+                "finite " if numbers is not None else "",
+                target,
             )
             df = df.loc[~missing].reset_index(drop=True)
-        # Labels are text, so 1, 1.0 and '1' never diverge; label_map keys too.
-        labels = as_text(df[target]).astype(object)
-        mapping = {str(k): str(v) for k, v in cfg.label_map.items()}
-        df[target] = labels.map(lambda v: mapping.get(v, v)) if mapping else labels
+        if numbers is not None:
+            df[target] = numbers.loc[~missing].to_numpy()
+        else:
+            # Labels are text, so 1, 1.0 and '1' never diverge; label_map keys too.
+            labels = as_text(df[target]).astype(object)
+            mapping = {str(k): str(v) for k, v in cfg.label_map.items()}
+            df[target] = labels.map(lambda v: mapping.get(v, v)) if mapping else labels
     else:
         log.warning("target column %r is missing; validate will reject this table", target)
 

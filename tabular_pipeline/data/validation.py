@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from tabular_pipeline.config import DataConfig
+from tabular_pipeline.data.task import check_declared, check_task, task_of_frame
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,34 @@ def check_labels_config(cfg: DataConfig) -> None:
         )
 
 
+def resolved_task(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> str:
+    """``data.task`` when declared, else what ingest inferred (the train target's dtype)."""
+    if cfg.task is not None:
+        return cfg.task
+    train = tables.get("train")
+    if train is None or cfg.target not in train.columns:
+        return "multiclass"
+    return task_of_frame(train, cfg.target)
+
+
+def check_task_rules(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> str:
+    """The task, after refusing a target that cannot serve it (one line per broken rule)."""
+    check_declared(cfg.task)
+    task = resolved_task(cfg, tables)
+    problems = [
+        f"{name}: {line}"
+        for name, frame in tables.items()
+        for line in check_task(task, frame, cfg.target, list(cfg.labels), cfg.positive_label)
+    ]
+    if problems:
+        raise PipelineError("validate: " + "; ".join(dict.fromkeys(problems)))
+    return task
+
+
 def allowed_labels(cfg: DataConfig, tables: dict[str, pd.DataFrame], name: str) -> list[str]:
-    """Configured labels, else for non-train tables the labels train has."""
+    """Configured labels, else for non-train tables the labels train has (none: regression)."""
+    if resolved_task(cfg, tables) == "regression":
+        return []
     if cfg.labels:
         return [str(v) for v in cfg.labels]
     train = tables.get("train")
@@ -209,6 +236,8 @@ def validate_tables(
     from great_expectations.core.run_identifier import RunIdentifier
 
     check_labels_config(cfg)
+    task = check_task_rules(cfg, tables)
+    log.info("task: %s", task)
     context = _context(docs_dir)
     source = context.data_sources.add_pandas("ingested")
     results: dict[str, TableResult] = {}
@@ -242,8 +271,9 @@ def validate_tables(
     return results
 
 
-def summary(results: dict[str, TableResult]) -> dict[str, Any]:
+def summary(results: dict[str, TableResult], task: str | None = None) -> dict[str, Any]:
     return {
+        "task": task,
         "success": all(r.success for r in results.values()),
         "tables": {
             name: {

@@ -29,6 +29,9 @@ from tabular_pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 METRICS = ("log_loss", "error")
+REGRESSION_METRICS = ("rmse", "mae")
+# tune.metric names -> keys of evaluation.metrics.score()
+METRIC_KEYS = {"error": "error_rate"}
 
 
 def check_space(space: dict[str, Any], model: str) -> None:

@@ -45,6 +45,7 @@ class ServingConfig:
     fields: list[FieldSpec]
     variants: list[Variant]
     serve: ServeConfig = field(default_factory=ServeConfig)
+    task: str = "binary"  # binary | multiclass | regression: the response shape
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -66,6 +67,7 @@ class ServingConfig:
             fields=[FieldSpec.from_json(f) for f in payload["fields"]],
             variants=[Variant(**v) for v in payload["variants"]],
             serve=serve,
+            task=str(payload.get("task", "binary")),
         )
 
 
@@ -161,6 +163,19 @@ class PredictionLog:
                 "features": row,
                 "label": label,
                 "proba": [float(p) for p in proba],
+            }
+            self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
+
+    def write_values(self, rows: list[dict[str, Any]], values: Any, variant: Variant) -> None:
+        """A regressor's records: the predicted value instead of a label and probabilities."""
+        now = time.time()
+        for row, value in zip(rows, values, strict=True):
+            record = {
+                "ts": now,
+                "variant": variant.name,
+                "model_sha256": variant.sha256,
+                "features": row,
+                "prediction": float(value),
             }
             self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
 

@@ -40,6 +40,9 @@ KEY_HEADER = SERVE.ab.key_header.lower()
 API_PATHS = ["/predict", "/predict_batch"]
 
 
+REGRESSION = CONFIG.task == "regression"
+
+
 class Prediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     label: str
@@ -54,6 +57,27 @@ class BatchPrediction(BaseModel):
     probabilities: list[dict[str, float]]
     variant: str
     model_version: str
+
+
+class ValuePrediction(BaseModel):
+    """A regressor's answer: the predicted value in the target's units."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    prediction: float
+    variant: str
+    model_version: str
+
+
+class BatchValuePrediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    predictions: list[float]
+    variant: str
+    model_version: str
+
+
+# The response schema follows the task the Bento was built for (serving.json).
+One = ValuePrediction if REGRESSION else Prediction
+Many = BatchValuePrediction if REGRESSION else BatchPrediction
 
 
 def _fields(row: Any) -> dict[str, Any]:
@@ -121,48 +145,61 @@ class TabularService:
                 worker=max(worker - 1, 0),
             )
 
-    def _run(
-        self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str
-    ) -> tuple[list[str], list[dict[str, float]], Variant]:
+    def _run(self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str) -> BaseModel:
+        """Predict ``rows`` with the request's variant; the response is the batch shape."""
         key = ctx.request.headers.get(KEY_HEADER)
         variant = choose_variant(self.variants, key, SERVE.ab.salt)
         predictor = self.predictors[variant.name]
         start = time.perf_counter()
-        proba = predictor.predict_proba(rows)
+        output = predictor.predict(rows) if REGRESSION else predictor.predict_proba(rows)
         self.latency.labels(variant=variant.name, endpoint=endpoint).observe(
             time.perf_counter() - start
         )
         self.requests.labels(variant=variant.name, endpoint=endpoint).inc(len(rows))
-        classes = predictor.classes
-        top = proba.argmax(axis=1)
-        labels = [classes[i] for i in top]
-        probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in proba]
-        if self.prediction_log is not None:
-            self.prediction_log.write(rows, labels, proba, variant)
         ctx.response.metadata["x-model-variant"] = variant.name
-        return labels, probabilities, variant
-
-    @bentoml.api(route="/predict")
-    async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
-        """Predict one row: the label, the class probabilities and the model version."""
-        labels, probabilities, variant = self._run([_fields(row)], ctx, "predict")
-        return Prediction(
-            label=labels[0],
-            probabilities=probabilities[0],
-            variant=variant.name,
-            model_version=_version(variant),
-        )
-
-    @bentoml.api(route="/predict_batch")
-    async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> BatchPrediction:
-        """Predict a list of rows (at most serve.max_batch_rows)."""
-        labels, probabilities, variant = self._run([_fields(r) for r in rows], ctx, "predict_batch")
+        if REGRESSION:
+            if self.prediction_log is not None:
+                self.prediction_log.write_values(rows, output, variant)
+            return BatchValuePrediction(
+                predictions=[float(v) for v in output],
+                variant=variant.name,
+                model_version=_version(variant),
+            )
+        classes = predictor.classes
+        labels = [classes[i] for i in output.argmax(axis=1)]
+        probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in output]
+        if self.prediction_log is not None:
+            self.prediction_log.write(rows, labels, output, variant)
         return BatchPrediction(
             labels=labels,
             probabilities=probabilities,
             variant=variant.name,
             model_version=_version(variant),
         )
+
+    @bentoml.api(route="/predict")
+    async def predict(self, row: Row, /, ctx: bentoml.Context) -> One:  # type: ignore[valid-type]
+        """Predict one row: the label and class probabilities (classifier) or the
+        predicted value (regressor), and the model version."""
+        batch = self._run([_fields(row)], ctx, "predict")
+        if isinstance(batch, BatchValuePrediction):
+            return ValuePrediction(
+                prediction=batch.predictions[0],
+                variant=batch.variant,
+                model_version=batch.model_version,
+            )
+        assert isinstance(batch, BatchPrediction)
+        return Prediction(
+            label=batch.labels[0],
+            probabilities=batch.probabilities[0],
+            variant=batch.variant,
+            model_version=batch.model_version,
+        )
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> Many:  # type: ignore[valid-type]
+        """Predict a list of rows (at most serve.max_batch_rows)."""
+        return self._run([_fields(r) for r in rows], ctx, "predict_batch")
 
 
 _service: Any = TabularService  # the decorator returns a bentoml Service
