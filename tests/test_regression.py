@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -278,3 +280,39 @@ def test_fast_path_matches_pipeline_predict(
         np.testing.assert_allclose(values, expected, rtol=1e-9, atol=0)
     with pytest.raises(TypeError):
         fast.predict_proba(rows[:1])
+
+
+# -- plots: scatter in the PR report, header-only files for the other task ------------
+def test_scatter_becomes_binned_means_beside_the_diagonal() -> None:
+    from tabular_pipeline.charts_md import GRID, plot_markdown
+
+    values = [{"actual_value": x, "predicted_value": x + 1, "rev": "workspace"} for x in range(100)]
+    spec = {
+        "data": {"values": values},
+        "mark": {"type": "point"},
+        "encoding": {
+            "x": {"field": "actual_value", "type": "quantitative"},
+            "y": {"field": "predicted_value", "type": "quantitative"},
+        },
+    }
+    item = {"type": "vega", "revisions": ["workspace"], "content": spec}
+    (block,) = plot_markdown({"data": {"Predicted vs actual": [item]}})
+    diagonal, means = [
+        json.loads(line.split("line ", 1)[1]) for line in block.splitlines() if "line [" in line
+    ]
+    assert len(diagonal) == len(means) == GRID and "y = x" in block
+    assert np.allclose(np.array(means) - np.array(diagonal), 1.0, atol=0.6)
+
+
+def test_write_plots_fills_the_other_tasks_files_with_headers(tmp_path: Path) -> None:
+    from tabular_pipeline.evaluation.holdout import Evaluation, write_plots
+
+    result = Evaluation(metrics={}, task="regression")
+    result.regression_plots = {
+        "regression/predicted_vs_actual.csv": reg.scatter_points([1.0, 2.0], [1.5, 2.5], 0)
+    }
+    write_plots(result, tmp_path)
+    assert (tmp_path / "roc").is_dir() and not list((tmp_path / "roc").iterdir())
+    assert (tmp_path / "fairness.csv").read_text().strip() == "group,selection_rate,tpr,size"
+    assert (tmp_path / "regression/residuals.csv").read_text().strip() == "residual,count"
+    assert len((tmp_path / "regression/predicted_vs_actual.csv").read_text().splitlines()) == 3

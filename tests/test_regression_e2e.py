@@ -1,0 +1,166 @@
+"""End to end, regression: `dvc repro` of a 600-row gapminder sample through `package`,
+the Bento served (float predictions, batch, 4xx), a no-op repro and a queued sweep of two
+regression models. One project, one test: building costs most of the time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import BIN, ROOT, git, make_project, ran_stages, run
+from tests.test_serving_e2e import free_port
+
+pytestmark = pytest.mark.slow
+
+ALL = ["compose", "ingest", "validate", "split", "featurize", "tune", "train", "evaluate"]
+ALL += ["drift", "register", "package"]
+
+
+def gapminder_project(tmp: Path, rows: int = 600) -> Path:
+    """The sampled project with data=gapminder as the default and smaller budgets."""
+    project = make_project(tmp, train_rows=50, test_rows=50)
+    src = ROOT / "data/raw/gapminder/gapminder.csv.gz"
+    with gzip.open(src, "rt") as fh:
+        header, *lines = fh.read().splitlines()
+    picked = sorted(np.random.default_rng(0).choice(len(lines), size=rows, replace=False))
+    with gzip.open(project / "data/raw/gapminder/gapminder.csv.gz", "wt") as fh:
+        fh.write("\n".join([header, *(lines[i] for i in picked)]) + "\n")
+    cfg = project / "conf/config.yaml"
+    text = cfg.read_text().replace("  - data: adult\n", "  - data: gapminder\n")
+    text = text.replace("n_repeats: 5 ", "n_repeats: 2 ").replace(
+        "n_resamples: 1000", "n_resamples: 200"
+    )
+    cfg.write_text(text)
+    model = project / "conf/model/hgb.yaml"
+    model.write_text(model.read_text().replace("max_iter: 500", "max_iter: 100"))
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "gapminder sample")
+    return project
+
+
+def serve(project: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = os.environ | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "TABULAR_API_KEY": "k",
+    }
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tabular_pipeline.serving.cli", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        assert proc.poll() is None, (tmp / "server.log").read_text()[-4000:]
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, (tmp / "server.log").read_text()[-4000:]
+        time.sleep(0.5)
+
+
+def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
+    project = gapminder_project(tmp_path)
+    out = run(["dvc", "repro"], project, timeout=900)
+    assert ran_stages(out.stdout) == ALL
+    assert "task: regression" in out.stderr + out.stdout
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert set(metrics) >= {"rmse", "mae", "r2", "mape", "n_rows", "fairness"}
+    assert metrics["r2"] > 0.6 and "accuracy" not in metrics
+    assert metrics["fairness"]["continent"]["mae_gap"] is not None
+    fairness = json.loads((project / "reports/evaluate/fairness.json").read_text())
+    assert set(fairness["ci"]) == {"rmse", "mae", "r2"}
+    assert fairness["columns"]["continent"]["mae_gap_ci"]["low"] is not None
+    decision = json.loads((project / "metrics/register.json").read_text())
+    assert decision["promoted"] and decision["decision"] == "promoted"
+    assert decision["gates"]["ceiling.rmse"]["direction"] == "lower is better"
+    assert decision["gates"]["floor.r2"]["direction"] == "higher is better"
+    scatter = pd.read_csv(project / "plots/regression/predicted_vs_actual.csv")
+    assert len(scatter) == metrics["n_rows"] and scatter.notna().all().all()
+    card = (project / "reports/model_card/model_card.md").read_text()
+    assert "HistGradientBoostingRegressor" in card and "Largest MAE gap" in card
+    plots = run(["dvc", "plots", "show", "--json"], project)
+    payload = json.loads(plots.stdout)
+    assert not payload.get("errors"), payload.get("errors")
+    assert {"Predicted vs actual", "Residual distribution", "MAE by group"} <= set(payload["data"])
+
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "repro")
+    proc, url = serve(project, tmp_path)
+    try:
+        test = pd.read_parquet(project / "data/split/test.parquet").drop(columns=["lifeexp"])
+        rows = json.loads(test.to_json(orient="records"))
+        auth = {"Authorization": "Bearer k"}
+        one = httpx.post(f"{url}/predict", json=rows[0], headers=auth, timeout=30)
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert set(body) == {"prediction", "variant", "model_version"}
+        assert isinstance(body["prediction"], float)
+        batch = httpx.post(f"{url}/predict_batch", json=rows, headers=auth, timeout=30).json()
+        expected = pd.read_parquet(project / "data/predictions/test.parquet")["predicted"]
+        np.testing.assert_allclose(batch["predictions"], expected, rtol=1e-9, atol=0)
+        assert batch["predictions"][0] == body["prediction"]
+        bad = json.dumps(rows[0] | {"gdppercap": 1.0}).replace(
+            '"gdppercap": 1.0', '"gdppercap": Infinity'
+        )
+        inf = httpx.post(
+            f"{url}/predict",
+            content=bad,
+            headers=auth | {"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert inf.status_code == 400 and "gdppercap" in inf.text
+        assert httpx.post(f"{url}/predict", json=rows[0], timeout=30).status_code == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == []
+
+    # A queued sweep of two regressors (the linear model and a small torch MLP).
+    run(["dvc", "exp", "run", "--queue", "-S", "model=linear"], project)
+    run(["dvc", "exp", "run", "--queue", "-S", "model=mlp", "-S", "model.max_epochs=3"], project)
+    run(["dvc", "queue", "start", "-j", "1"], project)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    exps = [e["data"] for rev in shown for g in (rev.get("experiments") or []) for e in g["revs"]]
+    regressors = {
+        e["params"]["params.yaml"]["data"]["model"]["regressor"]["_target_"]: e["metrics"][
+            "metrics/evaluate.json"
+        ]["data"]
+        for e in exps
+    }
+    assert set(regressors) == {
+        "sklearn.linear_model.Ridge",
+        "tabular_pipeline.models.torch_mlp.TorchMLPRegressor",
+    }
+    assert all(m["rmse"] > 0 and m["r2"] is not None for m in regressors.values())
+    header = run(["dvc", "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0]
+    columns = [c for c in header.split(",") if c not in ("rev", "typ")]
+    assert len(columns) <= 25, columns
