@@ -98,7 +98,7 @@ def _scatter(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple
             # An empty bin repeats the diagonal (Mermaid needs a value per x).
             means.append(round(float(hit.mean()) if len(hit) else float(centres[b]), 4))
         lines.append("    line " + json.dumps(means))
-    lo_y, hi_y = min(ys_all + [lo]), max(ys_all + [hi])
+    lo_y, hi_y = min([*ys_all, lo]), max([*ys_all, hi])
     return "\n".join(
         [
             "```mermaid",
