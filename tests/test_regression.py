@@ -72,9 +72,12 @@ def test_validate_rules_name_the_column_and_rule() -> None:
     constant = pd.DataFrame({"y": [2.0] * 10})
     assert "constant" in tasks.check_task("regression", constant, "y", [], None)[0]
     empty = pd.DataFrame({"y": pd.Series([], dtype="float64")})
-    assert "no usable values" in tasks.check_task("regression", empty, "y", [], None)[0]
+    assert "no row has a target value" in tasks.check_task("regression", empty, "y", [], None)[0]
+    all_nan = normalize(pd.DataFrame({"y": [np.nan, np.inf]}), _cfg(task="regression"))
+    assert all_nan.empty and "'y'" in tasks.check_task("regression", all_nan, "y", [], None)[0]
     three = pd.DataFrame({"y": ["a", "b", "c"]})
     assert "binary" in tasks.check_task("binary", three, "y", [], None)[0]
+    assert tasks.check_task("binary", three, "y", [], None, count_classes=False) == []
     assert tasks.check_task("regression", numeric, "y", [], None) == []
 
 
@@ -316,3 +319,16 @@ def test_write_plots_fills_the_other_tasks_files_with_headers(tmp_path: Path) ->
     assert (tmp_path / "fairness.csv").read_text().strip() == "group,selection_rate,tpr,size"
     assert (tmp_path / "regression/residuals.csv").read_text().strip() == "residual,count"
     assert len((tmp_path / "regression/predicted_vs_actual.csv").read_text().splitlines()) == 3
+
+
+def test_validate_reports_the_task_rules_with_the_suite() -> None:
+    from tabular_pipeline.data.validation import summary, validate_tables
+
+    cfg = _cfg(task="regression", labels=["a", "b"])
+    frame = normalize(pd.DataFrame({"x": range(30), "y": np.arange(30) * 0.5}), cfg)
+    results = validate_tables(cfg, {"train": frame}, 1, None)
+    assert not results["train"].success
+    assert any("classification only" in f and "'y'" in f for f in results["train"].failures)
+    ok = validate_tables(_cfg(task="regression"), {"train": frame}, 1, None)
+    assert ok["train"].success
+    assert summary(ok, "regression")["task"] == "regression"

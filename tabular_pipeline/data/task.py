@@ -107,11 +107,25 @@ def task_of_model(model: Any) -> str:
 
 
 def check_task(
-    task: str, frame: pd.DataFrame, target: str, labels: list[Any], positive_label: Any
+    task: str,
+    frame: pd.DataFrame,
+    target: str,
+    labels: list[Any],
+    positive_label: Any,
+    count_classes: bool = True,
 ) -> list[str]:
-    """Rule violations of the resolved task on an ingested table (one line each)."""
+    """Rule violations of the resolved task on an ingested table (one line each).
+
+    ``count_classes`` checks a declared binary task has two labels (train
+    only: a test table's unseen labels are the expectation suite's to report).
+    """
     if target not in frame.columns:
         return []  # the expectation suite reports the missing column
+    if frame.empty:
+        return [
+            f"column {target!r}: no row has a target value (ingest drops rows whose target "
+            "is missing, or for regression not finite)"
+        ]
     column = frame[target]
     problems: list[str] = []
     if task == "regression":
@@ -130,11 +144,11 @@ def check_task(
     present = column.dropna()
     if len(present) == 0:
         problems.append(f"column {target!r}: the target has no usable values (all missing)")
-    elif present.nunique() < 2:
+    elif present.nunique() < 2 and count_classes:
         problems.append(
             f"column {target!r}: the target is constant ({present.iloc[0]!r}): nothing to learn"
         )
-    elif task == "binary" and present.nunique() != 2:
+    elif task == "binary" and count_classes and present.nunique() != 2:
         problems.append(
             f"column {target!r}: data.task is binary but the target has "
             f"{present.nunique()} distinct labels"

@@ -202,18 +202,24 @@ def resolved_task(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> str:
     return task_of_frame(train, cfg.target)
 
 
-def check_task_rules(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> str:
-    """The task, after refusing a target that cannot serve it (one line per broken rule)."""
+def task_failures(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Per table, the target's violations of the task's rules (one line each)."""
     check_declared(cfg.task)
     task = resolved_task(cfg, tables)
-    problems = [
-        f"{name}: {line}"
+    return {
+        name: [
+            f"{name}: {line}"
+            for line in check_task(
+                task,
+                frame,
+                cfg.target,
+                list(cfg.labels),
+                cfg.positive_label,
+                count_classes=name == "train",
+            )
+        ]
         for name, frame in tables.items()
-        for line in check_task(task, frame, cfg.target, list(cfg.labels), cfg.positive_label)
-    ]
-    if problems:
-        raise PipelineError("validate: " + "; ".join(dict.fromkeys(problems)))
-    return task
+    }
 
 
 def allowed_labels(cfg: DataConfig, tables: dict[str, pd.DataFrame], name: str) -> list[str]:
@@ -236,8 +242,8 @@ def validate_tables(
     from great_expectations.core.run_identifier import RunIdentifier
 
     check_labels_config(cfg)
-    task = check_task_rules(cfg, tables)
-    log.info("task: %s", task)
+    rules = task_failures(cfg, tables)
+    log.info("task: %s", resolved_task(cfg, tables))
     context = _context(docs_dir)
     source = context.data_sources.add_pandas("ingested")
     results: dict[str, TableResult] = {}
@@ -259,9 +265,11 @@ def validate_tables(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
         )
-        failures = [describe_failure(name, r, frame) for r in outcome.results if not r.success]
+        failures = rules[name] + [
+            describe_failure(name, r, frame) for r in outcome.results if not r.success
+        ]
         results[name] = TableResult(
-            success=bool(outcome.success),
+            success=bool(outcome.success) and not rules[name],
             failures=failures,
             statistics=dict(outcome.statistics),
             result=_stable(outcome.to_json_dict()),
