@@ -4,7 +4,8 @@ import logging
 import sys
 from pathlib import Path
 
-from tabular_pipeline import compose, stage
+from tabular_pipeline import compose, sections, stage
+from tabular_pipeline.config import load_params
 
 log = logging.getLogger("compose")
 MARKER = Path("reports/compose.json")
@@ -22,7 +23,8 @@ def main() -> None:
         overrides = sys.argv[1:]
         path = compose.compose_params(root, settings, overrides)
         log.info("composed %s/%s.yaml -> %s", settings.config_dir, settings.config_name, path.name)
-    compose.write_marker(MARKER, settings)
+    sections.check_all(load_params())
+    stage.write_json(MARKER, compose.marker(settings))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from tabular_pipeline.config import (
 from tabular_pipeline.data.task import task_of_model
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving import package
-from tabular_pipeline.serving.runtime import ServingConfig, Variant
+from tabular_pipeline.serving.runtime import ServingConfig
 from tabular_pipeline.serving.schema import build_field_specs
 from tabular_pipeline.serving.settings import PackageConfig, ServeConfig
 
@@ -47,37 +47,18 @@ def main() -> None:
 
     package.check_promoted(Path(parse_section(params, "register", RegisterConfig).decision_out))
     pipeline = stage.load_object(model_path)
-    featurizer = pipeline.steps[0][1]
-    specs = build_field_specs(featurizer, data)
-    features = stage.read_json(Path(featurize.features_out))
-    declared = set(features["numeric"]) | set(features["categorical"])
-    if declared != {s.name for s in specs}:
-        raise PipelineError(
-            f"package: {model_path} does not match {featurize.features_out}; re-run featurize/train"
-        )
+    specs = build_field_specs(pipeline.steps[0][1], data)
+    package.check_features(
+        specs, stage.read_json(Path(featurize.features_out)), model_path, featurize.features_out
+    )
     name = package.safe_name(cfg.name)
     with tempfile.TemporaryDirectory(prefix="challenger-") as tmp:
-        files = {"champion": model_path}
-        shas = {"champion": package.sha256_file(model_path)}
-        if cfg.challenger.rev:
-            if not 0 < cfg.challenger.share < 1:
-                raise PipelineError("package.challenger.share must be between 0 and 1")
-            files["challenger"] = fetch_challenger(
-                str(model_path), cfg.challenger.rev, Path(tmp) / "challenger.joblib"
-            )
-            shas["challenger"] = package.sha256_file(files["challenger"])
-        shares = {"champion": 1.0 - (cfg.challenger.share if cfg.challenger.rev else 0.0)}
-        if cfg.challenger.rev:
-            shares["challenger"] = cfg.challenger.share
-        variants = [
-            Variant(
-                name=v,
-                model_tag=f"{name}-{v}:{shas[v][:20]}",
-                sha256=shas[v],
-                share=shares[v],
-            )
-            for v in files
-        ]
+        challenger = (
+            fetch_challenger(str(model_path), cfg.challenger.rev, Path(tmp) / "challenger.joblib")
+            if cfg.challenger.rev
+            else None
+        )
+        variants, files = package.variants(name, model_path, challenger, cfg.challenger.share)
         config = ServingConfig(
             name=name,
             target=data.target,
@@ -87,13 +68,13 @@ def main() -> None:
             variants=variants,
             serve=serve,
         )
-        package_root = Path(package.__file__).resolve().parents[1]
-        tag = package.build_archive(config, files, Path(cfg.out), package_root)
+        tag, shipped = package.build_archive(config, files, Path(cfg.out), Path.cwd())
     log.info(
-        "bento %s -> %s (%d fields, variants: %s)",
+        "bento %s -> %s (%d fields, %d project files, variants: %s)",
         tag,
         cfg.out,
         len(specs),
+        len(shipped.files),
         ", ".join(f"{v.name}={v.sha256[:12]}" for v in variants),
     )
 

@@ -22,7 +22,6 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
-from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models import tune
 
 log = logging.getLogger("tune")
@@ -31,15 +30,6 @@ log = logging.getLogger("tune")
 def main() -> None:
     params = load_params()
     cfg = parse_section(params, "tune", TuneConfig)
-    if cfg.metric not in tune.METRICS:
-        raise PipelineError(
-            f"params.yaml: tune.metric must be one of {tune.METRICS}, got {cfg.metric!r}"
-        )
-    if cfg.regression_metric not in tune.REGRESSION_METRICS:
-        raise PipelineError(
-            f"params.yaml: tune.regression_metric must be one of {tune.REGRESSION_METRICS}, "
-            f"got {cfg.regression_metric!r}"
-        )
     if not cfg.enabled:
         # The common case, re-run on every model edit (tune declares the model
         # params): no model, tracking or sklearn imports, so it takes ~1 s.

@@ -10,7 +10,6 @@ declare ``params.yaml`` as an output: DVC would restore that output during
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -64,7 +63,6 @@ def running_dvc_experiment() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or None
 
 
-def write_marker(path: Path, settings: HydraSettings) -> None:
+def marker(settings: HydraSettings) -> dict[str, object]:
     """Constant content on purpose: downstream stages order after compose, never rerun by it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"composed_from": asdict(settings)}, indent=2) + "\n")
+    return {"composed_from": asdict(settings)}

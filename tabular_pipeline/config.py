@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tabular_pipeline.errors import PipelineError
@@ -21,9 +21,28 @@ PARAMS_FILE = Path("params.yaml")
 T = TypeVar("T")
 
 
+def _one_of(field_name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field_name}: {value!r} is not one of {list(allowed)}")
+
+
+def _fraction(field_name: str, value: float, closed_high: bool = False) -> None:
+    if not (0 < value < 1 or (closed_high and value == 1)):
+        raise ValueError(f"{field_name}: {value!r} must be in (0, 1{']' if closed_high else ')'}")
+
+
+# Stage sections carry no defaults: conf/ is the one home of every value, and
+# ``parse_section`` fails on a key conf forgot instead of filling in a copy
+# that can drift. Checks of allowed values run in ``__post_init__``, which
+# ``OmegaConf.to_object`` calls, so a typo fails when the params are parsed
+# (in ``compose`` for every section at once), not after a Bento is built.
+
+
 @dataclass
 class SourceConfig:
-    train: str = "???"
+    """Part of ``data``: defaults are conf/base/data.yaml's (see DataConfig)."""
+
+    train: str = MISSING
     test: str | None = None
     read: dict[str, Any] = field(default_factory=dict)
 
@@ -38,13 +57,20 @@ class ColumnExpect:
     max_null_frac: float | None = None
 
 
+DEFAULT_MAX_NULL_FRAC = 0.5  # what an empty schema file means
+
+
 @dataclass
 class SchemaConfig:
-    """What valid data looks like. Every key is optional: what is left out is inferred."""
+    """What valid data looks like. Every key is optional: what is left out is inferred.
+
+    The only dataclass here with defaults: the schema file is not composed by
+    Hydra, and an empty file is documented to mean "infer everything".
+    """
 
     types: dict[str, str] = field(default_factory=dict)
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
-    max_null_frac: float = 0.5
+    max_null_frac: float = DEFAULT_MAX_NULL_FRAC
 
 
 SCHEMA_KEYS = ("types", "expect", "max_null_frac")
@@ -68,13 +94,17 @@ class DataConfig:
     The schema (types, bounds, allowed categories) lives in its own file,
     ``data.schema``: it describes the data rather than tuning anything, and in
     params.yaml it would put a column per category into ``dvc exp show``.
+
+    Unlike the stage sections this one keeps defaults: unit tests build small
+    datasets by hand. They are conf/base/data.yaml's values, which
+    tests/test_config.py holds them to.
     """
 
-    name: str = "???"
-    raw_dir: str = "???"
-    schema: str = "???"
-    source: SourceConfig = field(default_factory=SourceConfig)
-    target: str = "???"
+    name: str = MISSING
+    raw_dir: str = MISSING
+    schema: str = MISSING
+    source: SourceConfig = MISSING
+    target: str = MISSING
     task: str | None = None  # binary | multiclass | regression; None: inferred by ingest
     rename: dict[str, str] = field(default_factory=dict)
     label_map: dict[Any, Any] = field(default_factory=dict)
@@ -83,7 +113,7 @@ class DataConfig:
     labels: list[Any] = field(default_factory=list)
     positive_label: Any = None
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
-    max_null_frac: float = 0.5
+    max_null_frac: float = DEFAULT_MAX_NULL_FRAC
     min_metrics: dict[str, float] = field(default_factory=dict)
     max_metrics: dict[str, float] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
@@ -92,111 +122,140 @@ class DataConfig:
 
 @dataclass
 class IngestConfig:
-    out_dir: str = "data/ingested"
+    out_dir: str
 
 
 @dataclass
 class ValidateConfig:
-    report_dir: str = "reports/validate"
-    min_rows: int = 1
+    report_dir: str
+    min_rows: int
 
 
 @dataclass
 class SplitConfig:
-    out_dir: str = "data/split"
-    valid_size: float = 0.2
-    test_size: float = 0.2
-    stratify: bool = True
+    out_dir: str
+    valid_size: float
+    test_size: float
+    stratify: bool
+
+    def __post_init__(self) -> None:
+        _fraction("valid_size", self.valid_size)
+        _fraction("test_size", self.test_size)
 
 
 @dataclass
 class NumericFeatures:
-    impute: str = "median"
-    scale: bool = True
+    impute: str
+    scale: bool
+
+    def __post_init__(self) -> None:
+        _one_of("numeric.impute", self.impute, ("mean", "median", "most_frequent"))
 
 
 @dataclass
 class CategoricalFeatures:
-    impute: str = "most_frequent"
-    min_frequency: int | None = 10
-    max_categories: int | None = 50
+    impute: str
+    min_frequency: int | None
+    max_categories: int | None
+
+    def __post_init__(self) -> None:
+        _one_of("categorical.impute", self.impute, ("most_frequent",))
 
 
 @dataclass
 class FeaturizeConfig:
-    out: str = "models/featurizer.joblib"
-    features_out: str = "reports/featurize/features.json"
-    numeric: NumericFeatures = field(default_factory=NumericFeatures)
-    categorical: CategoricalFeatures = field(default_factory=CategoricalFeatures)
+    out: str
+    features_out: str
+    numeric: NumericFeatures
+    categorical: CategoricalFeatures
 
 
 @dataclass
 class DistributedConfig:
     """torchrun layout of the torch model's training; results depend on it."""
 
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str = ""  # host:port of node 0; empty = single node, free port
-    rdzv_id: str = "tabular-pipeline"
+    nproc_per_node: int
+    nnodes: int
+    rdzv_endpoint: str  # host:port of node 0; empty = single node, free port
+    rdzv_id: str
 
 
 @dataclass
 class TrainConfig:
-    model_out: str = "models/model.joblib"
-    metrics_out: str = "metrics/train.json"
-    curve_out: str = "reports/train/curve.csv"
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    model_out: str
+    metrics_out: str
+    curve_out: str
+    distributed: DistributedConfig
+
+
+TUNE_METRICS = ("log_loss", "error")  # minimised on the validation split
+TUNE_REGRESSION_METRICS = ("rmse", "mae")  # the same, for data.task regression
 
 
 @dataclass
 class TuneConfig:
     """Optuna study over ``search_space[<estimator class>]``; off unless ``enabled``."""
 
-    enabled: bool = False
-    n_trials: int = 20
-    metric: str = "log_loss"  # minimised on the validation split; or "error"
-    regression_metric: str = "rmse"  # the same for data.task regression; or "mae"
-    out: str = "reports/tune/best_params.yaml"
-    trials_out: str = "reports/tune/trials.csv"
-    metrics_out: str = "metrics/tune.json"
-    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    enabled: bool
+    n_trials: int
+    metric: str
+    regression_metric: str
+    out: str
+    trials_out: str
+    metrics_out: str
+    search_space: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        _one_of("metric", self.metric, TUNE_METRICS)
+        _one_of("regression_metric", self.regression_metric, TUNE_REGRESSION_METRICS)
 
 
 @dataclass
 class ImportanceConfig:
-    n_repeats: int = 5
-    max_rows: int = 4000
+    n_repeats: int
+    max_rows: int
+
+
+BOOTSTRAP_METRICS = ("accuracy", "roc_auc", "balanced_accuracy")
+REGRESSION_BOOTSTRAP_METRICS = ("rmse", "mae", "r2")
 
 
 @dataclass
 class BootstrapConfig:
-    n_resamples: int = 1000
-    confidence: float = 0.95
-    metrics: list[str] = field(default_factory=lambda: ["accuracy", "roc_auc"])
-    regression_metrics: list[str] = field(default_factory=lambda: ["rmse", "mae", "r2"])
+    n_resamples: int
+    confidence: float
+    metrics: list[str]
+    regression_metrics: list[str]
+
+    def __post_init__(self) -> None:
+        _fraction("bootstrap.confidence", self.confidence)
+        for name in self.metrics:
+            _one_of("bootstrap.metrics", name, BOOTSTRAP_METRICS)
+        for name in self.regression_metrics:
+            _one_of("bootstrap.regression_metrics", name, REGRESSION_BOOTSTRAP_METRICS)
 
 
 @dataclass
 class FairnessConfig:
-    min_group_size: int = 30
+    min_group_size: int
 
 
 @dataclass
 class EvaluateConfig:
-    metrics_out: str = "metrics/evaluate.json"
-    per_class_out: str = "reports/evaluate/per_class.json"
-    predictions_out: str = "data/predictions/test.parquet"
-    plots_dir: str = "plots"
-    fairness_out: str = "reports/evaluate/fairness.json"
-    calibration_bins: int = 10
-    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    metrics_out: str
+    per_class_out: str
+    predictions_out: str
+    plots_dir: str
+    fairness_out: str
+    calibration_bins: int
+    importance: ImportanceConfig
+    bootstrap: BootstrapConfig
+    fairness: FairnessConfig
 
 
 @dataclass
 class TrackingConfig:
-    experiment: str = "tabular-pipeline"
+    experiment: str
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -218,7 +277,7 @@ def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), params[name])
         obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, ValueError) as exc:  # ValueError: __post_init__ checks
         raise PipelineError(f"params.yaml: section '{name}': {exc}") from exc
     assert isinstance(obj, schema)
     return obj
@@ -278,32 +337,35 @@ def load_data_config(params: dict[str, Any]) -> DataConfig:
 
 @dataclass
 class DriftGateConfig:
-    max_drift_share: float = 0.5
-    critical_columns: list[str] = field(default_factory=list)
-    prediction: bool = False
-    enforce_in_experiments: bool = False
+    max_drift_share: float
+    critical_columns: list[str]
+    prediction: bool
+    enforce_in_experiments: bool
+
+    def __post_init__(self) -> None:
+        _fraction("gate.max_drift_share", self.max_drift_share, closed_high=True)
 
 
 @dataclass
 class DriftConfig:
-    current: str = "data/split/test.parquet"
-    report_html: str = "reports/drift/report.html"
-    summary_out: str = "reports/drift/summary.json"
-    metrics_out: str = "metrics/drift.json"
-    max_rows: int = 50000
-    gate: DriftGateConfig = field(default_factory=DriftGateConfig)
+    current: str
+    report_html: str
+    summary_out: str
+    metrics_out: str
+    max_rows: int
+    gate: DriftGateConfig
 
 
 @dataclass
 class RegisterConfig:
-    model_name: str = "???"
-    alias: str = "champion"
-    decision_out: str = "metrics/register.json"
-    registry_out: str = "models/registry.json"
-    card_dir: str = "reports/model_card"
-    floors: dict[str, float] = field(default_factory=dict)
-    ceilings: dict[str, float] = field(default_factory=dict)
-    max_regression: dict[str, float] = field(default_factory=dict)
-    require_drift_pass: bool = True
-    max_fairness_gap: float | None = None
-    promote_in_experiments: bool = False
+    model_name: str
+    alias: str
+    decision_out: str
+    registry_out: str
+    card_dir: str
+    floors: dict[str, float]
+    ceilings: dict[str, float]
+    max_regression: dict[str, float]
+    require_drift_pass: bool
+    max_fairness_gap: float | None
+    promote_in_experiments: bool

@@ -7,18 +7,38 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline.config import DataConfig, load_data_config, load_params
+from tabular_pipeline.config import DataConfig, load_data_config, load_params, parse_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ADULT = ROOT / "data" / "raw" / "adult"
+T = TypeVar("T")
+
+
+@cache
+def composed_params() -> dict[str, Any]:
+    """params.yaml as conf/ composes it today (defaults only), once per process."""
+    from tabular_pipeline import compose
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = compose.compose_params(ROOT, compose.HydraSettings(), [], Path(tmp) / "p.yaml")
+        return load_params(out)
+
+
+def shipped(name: str, schema: type[T]) -> T:
+    """A params section exactly as the template ships it: the dataclasses carry no
+    defaults, so tests that need a config start from conf/, never from a copy."""
+    return parse_section(composed_params(), name, schema)
 
 
 @pytest.fixture(scope="session")

@@ -2,43 +2,32 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from sklearn.base import is_regressor
 
-from tabular_pipeline import compose
+from tabular_pipeline import compose, sections
 from tabular_pipeline.config import (
     DataConfig,
-    EvaluateConfig,
-    FeaturizeConfig,
     IngestConfig,
     SplitConfig,
-    TrackingConfig,
     TrainConfig,
-    TuneConfig,
-    ValidateConfig,
     load_data_config,
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models.modeling import build_estimator, task_model_cfg
+from tests.conftest import composed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = compose.HydraSettings()
-SECTIONS = {
-    "data": DataConfig,
-    "ingest": IngestConfig,
-    "validate": ValidateConfig,
-    "split": SplitConfig,
-    "featurize": FeaturizeConfig,
-    "train": TrainConfig,
-    "tune": TuneConfig,
-    "evaluate": EvaluateConfig,
-    "tracking": TrackingConfig,
-}
+SECTIONS = sections.SECTIONS
 
 
 def options(group: str) -> list[str]:
@@ -55,8 +44,7 @@ def test_every_combination_composes(data: str, model: str, tmp_path: Path) -> No
         ROOT, SETTINGS, [f"data={data}", f"model={model}"], tmp_path / "p.yaml"
     )
     params = yaml.safe_load(out.read_text())
-    for name, schema in SECTIONS.items():
-        parse_section(params, name, schema)
+    sections.check_all(params)
     assert isinstance(params["seed"], int)
     # One model file builds the classifier and the regressor; the dataset's
     # declared task (classification when inferred) picks which one trains.
@@ -150,3 +138,97 @@ def test_empty_schema_infers_everything_and_schema_keys_in_params_are_refused(
     assert cfg.types == {"age": "int"} and cfg.expect["age"].min == 0
     with pytest.raises(PipelineError, match=r"data.types belongs in the schema file"):
         load_data_config(_data_params(schema, types={"age": "int"}))
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    """Field -> default (dataclasses.MISSING when the field has none), nested flattened."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = dataclasses.MISSING
+        if isinstance(f.type, type) and dataclasses.is_dataclass(f.type):
+            out |= {f"{f.name}.{k}": v for k, v in _defaults(f.type).items()}
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in SECTIONS if n != "data"])
+def test_stage_sections_have_no_second_home_for_defaults(name: str) -> None:
+    """conf/ is the only home of a stage's values: its dataclass declares no defaults."""
+    import typing
+
+    def walk(schema: type, prefix: str) -> list[str]:
+        found = []
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                found.append(prefix + f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                found += walk(hints[f.name], f"{prefix}{f.name}.")
+        return found
+
+    assert walk(SECTIONS[name], f"{name}.") == []
+
+
+def test_data_defaults_are_conf_base_data() -> None:
+    """DataConfig keeps defaults (tests build toy datasets), but only conf/base's values."""
+    import typing
+
+    base = yaml.safe_load((ROOT / "conf/base/data.yaml").read_text())
+    hints = typing.get_type_hints(DataConfig)
+    schema_filled = {"types", "expect", "max_null_frac"}  # from the schema file, not params
+    assert set(base) == {f.name for f in dataclasses.fields(DataConfig)} - schema_filled
+    for f in dataclasses.fields(DataConfig):
+        if f.name in schema_filled:
+            continue
+        want = base[f.name]
+        nested = hints[f.name]
+        if dataclasses.is_dataclass(nested):
+            have = _defaults(nested)
+            assert set(have) == set(want), f"data.{f.name}: keys differ from conf/base"
+            pairs = [(f"{f.name}.{k}", have[k], want[k]) for k in want]
+        else:
+            pairs = [(f.name, _defaults(DataConfig)[f.name], want)]
+        for key, have_value, want_value in pairs:
+            if want_value == "???" or (isinstance(want_value, str) and "${" in want_value):
+                assert have_value == "???", f"data.{key}: conf supplies it, default must be MISSING"
+            else:
+                assert have_value == want_value, f"data.{key}: {have_value!r} != conf/base"
+
+
+def test_every_shipped_section_parses() -> None:
+    sections.check_all(composed_params())
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("serve", "auth", "apikey", r"section 'serve': auth: 'apikey' is not one of"),
+        ("package", "challenger", {"rev": None, "share": 1.5}, r"challenger.share: 1.5"),
+        ("tune", "metric", "f1", r"section 'tune': metric: 'f1' is not one of"),
+        ("split", "valid_size", 0.0, r"section 'split': valid_size: 0.0 must be in"),
+        ("featurize", "numeric", {"impute": "mode", "scale": True}, r"numeric.impute: 'mode'"),
+        ("drift", "gate", {"max_drift_share": 2}, r"gate.max_drift_share: 2"),
+    ],
+)
+def test_a_bad_value_fails_when_params_are_parsed(
+    section: str, key: str, value: Any, message: str
+) -> None:
+    """Allowed values are checked by compose for every section, before any work."""
+    params = copy.deepcopy(composed_params())
+    if isinstance(value, dict) and isinstance(params[section][key], dict):
+        params[section][key] |= value
+    else:
+        params[section][key] = value
+    with pytest.raises(PipelineError, match=message):
+        sections.check_all(params)
+
+
+def test_a_missing_key_is_named() -> None:
+    params = copy.deepcopy(composed_params())
+    del params["train"]["distributed"]["nnodes"]
+    with pytest.raises(PipelineError, match=r"section 'train'.*nnodes"):
+        parse_section(params, "train", TrainConfig)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline.config import DataConfig, DriftGateConfig
+from tabular_pipeline.config import DataConfig, DriftConfig
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import drift
+from tests.conftest import shipped
+
+GATE = shipped("drift", DriftConfig).gate
 
 
 def col(name: str, drifted: bool, score: float = 0.2) -> dict:
@@ -34,7 +39,7 @@ def test_html_ids_are_renumbered_in_order() -> None:
 
 def test_gate_share_critical_and_prediction() -> None:
     columns = [col("a", True), col("b", False), col("sex", True), col("prediction", True)]
-    gate = DriftGateConfig(max_drift_share=0.5, critical_columns=["sex"], prediction=True)
+    gate = replace(GATE, max_drift_share=0.5, critical_columns=["sex"], prediction=True)
     summary = drift.summarise(columns, "prediction", gate)
     assert summary["n_columns"] == 3 and summary["n_drifted"] == 2
     assert summary["drift_share"] == pytest.approx(2 / 3, abs=1e-6)
@@ -49,13 +54,13 @@ def test_gate_share_critical_and_prediction() -> None:
     quiet = drift.summarise(
         [col("a", False), col("sex", False), col("prediction", True)],
         "prediction",
-        DriftGateConfig(critical_columns=["sex"], prediction=False),
+        replace(GATE, critical_columns=["sex"], prediction=False),
     )
     assert quiet["gate_failures"] == [] and quiet["prediction_drifted"] is True
 
 
 def test_unknown_critical_column_is_reported() -> None:
-    summary = drift.summarise([col("a", False)], None, DriftGateConfig(critical_columns=["x"]))
+    summary = drift.summarise([col("a", False)], None, replace(GATE, critical_columns=["x"]))
     assert summary["gate_failures"] == ["critical column 'x' is not in the data (drift.gate)"]
 
 
@@ -142,7 +147,7 @@ def test_evidently_flags_a_shifted_column_and_not_a_stable_one() -> None:
     assert by["g"]["drifted"] and not by["x"]["drifted"]
     assert "metric_" + "0" * 32 in result.html
     summary = drift.summarise(
-        result.columns, None, DriftGateConfig(max_drift_share=0.6, critical_columns=["g"])
+        result.columns, None, replace(GATE, max_drift_share=0.6, critical_columns=["g"])
     )
     assert summary["gate_failures"] == [
         f"critical column 'g' drifted: Jensen-Shannon distance {by['g']['score']:.4f} "

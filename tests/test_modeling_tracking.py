@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -10,12 +11,15 @@ from tabular_pipeline.config import EvaluateConfig, FeaturizeConfig, ImportanceC
 from tabular_pipeline.evaluation.holdout import evaluate, write_plots
 from tabular_pipeline.models.features import build_featurizer, feature_columns
 from tabular_pipeline.models.modeling import build_estimator, fit_pipeline, signature_example
+from tests.conftest import shipped
+
+EVALUATE = shipped("evaluate", EvaluateConfig)
 
 
 @pytest.fixture
 def fitted(toy_frame: pd.DataFrame):
     numeric, categorical = feature_columns(toy_frame, "label")
-    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig()).fit(
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig)).fit(
         toy_frame.drop(columns=["label"])
     )
     estimator = build_estimator(
@@ -38,7 +42,7 @@ def test_signature_example_turns_ints_into_floats(toy_frame: pd.DataFrame) -> No
 
 
 def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_path: Path) -> None:
-    cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=2, max_rows=60))
+    cfg = replace(EVALUATE, importance=ImportanceConfig(n_repeats=2, max_rows=60))
     result = evaluate(fitted, toy_frame, "label", None, cfg, seed=0)
     # The toy label is a function of the row index only, so no column matters.
     assert result.importance["importance"].abs().max() < 0.2
@@ -60,7 +64,7 @@ def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_p
 def test_importance_finds_the_informative_column(toy_frame: pd.DataFrame) -> None:
     frame = toy_frame.assign(label=toy_frame["colour"].astype(str))  # colour decides the label
     numeric, categorical = feature_columns(frame, "label")
-    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig()).fit(
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig)).fit(
         frame.drop(columns=["label"])
     )
     model = fit_pipeline(
@@ -69,7 +73,7 @@ def test_importance_finds_the_informative_column(toy_frame: pd.DataFrame) -> Non
         frame,
         "label",
     )
-    cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=3, max_rows=100))
+    cfg = replace(EVALUATE, importance=ImportanceConfig(n_repeats=3, max_rows=100))
     result = evaluate(model, frame, "label", None, cfg, seed=0)
     top = result.importance.iloc[0]
     assert top["feature"] == "colour"
@@ -79,7 +83,7 @@ def test_importance_finds_the_informative_column(toy_frame: pd.DataFrame) -> Non
 
 
 def test_class_absent_from_test_gets_no_curve(fitted, toy_frame: pd.DataFrame) -> None:
-    cfg = EvaluateConfig(importance=ImportanceConfig(n_repeats=1, max_rows=60))
+    cfg = replace(EVALUATE, importance=ImportanceConfig(n_repeats=1, max_rows=60))
     test = toy_frame[toy_frame["label"] != "c"]
     result = evaluate(fitted, test, "label", None, cfg, seed=0)
     assert sorted(result.curves["roc"]) == ["a", "b"]

@@ -36,7 +36,7 @@ from tabular_pipeline.serving.schema import (
     request_model,
 )
 from tabular_pipeline.serving.settings import ServeConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,9 @@ def adult(adult_cfg: DataConfig) -> pd.DataFrame:
 
 def fitted(frame: pd.DataFrame, target: str, estimator: Any, featurizer: Any = None) -> Any:
     numeric, categorical = feature_columns(frame, target)
-    featurizer = featurizer or build_featurizer(numeric, categorical, FeaturizeConfig())
+    featurizer = featurizer or build_featurizer(
+        numeric, categorical, shipped("featurize", FeaturizeConfig)
+    )
     featurizer.fit(frame.drop(columns=[target]))
     return fit_pipeline(featurizer, estimator, frame, target)
 
@@ -181,7 +183,7 @@ def test_ab_split_is_sticky_and_shares_traffic() -> None:
 
 
 def test_api_key_is_required_unless_auth_is_none(tmp_path: Path) -> None:
-    serve = ServeConfig()
+    serve = shipped("serve", ServeConfig)
     with pytest.raises(AuthConfigError, match="TABULAR_API_KEY"):
         resolve_api_key(serve, environ={})
     assert resolve_api_key(serve, environ={"TABULAR_API_KEY": " s3cret\n"}) == "s3cret"

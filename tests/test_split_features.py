@@ -8,6 +8,7 @@ from tabular_pipeline.config import FeaturizeConfig
 from tabular_pipeline.data.split import make_splits
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models.features import build_featurizer, feature_columns
+from tests.conftest import shipped
 
 
 def test_given_test_split_is_honoured(toy_frame: pd.DataFrame) -> None:
@@ -42,7 +43,7 @@ def test_featurizer_imputes_scales_and_tolerates_unknown_categories(
     numeric, categorical = feature_columns(toy_frame, "label")
     assert numeric == ["num", "count"]
     assert categorical == ["colour"]
-    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig())
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig))
     featurizer.fit(toy_frame.drop(columns=["label"]))
     unseen = pd.DataFrame({"num": [np.nan], "count": [3], "colour": pd.Categorical(["purple"])})
     out = featurizer.transform(unseen)
@@ -56,7 +57,7 @@ def test_featurizer_constant_imputation_keeps_missing_as_a_category(
     frame = toy_frame.copy()
     frame["colour"] = frame["colour"].cat.add_categories([]).astype(object)
     frame.loc[::4, "colour"] = np.nan
-    cfg = FeaturizeConfig()
+    cfg = shipped("featurize", FeaturizeConfig)
     cfg.categorical.impute = "constant"
     cfg.categorical.min_frequency = None
     featurizer = build_featurizer(["num"], ["colour"], cfg).fit(frame.drop(columns=["label"]))

@@ -6,6 +6,7 @@ import io
 import pickletools
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import joblib
@@ -15,7 +16,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from tabular_pipeline.config import DistributedConfig, FeaturizeConfig
+from tabular_pipeline.config import FeaturizeConfig, TrainConfig
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models import distributed, tune
 from tabular_pipeline.models.features import build_featurizer, feature_columns
@@ -26,6 +27,9 @@ from tabular_pipeline.models.modeling import (
     uses_package_code,
 )
 from tabular_pipeline.models.torch_mlp import TorchMLPClassifier
+from tests.conftest import shipped
+
+LAYOUT = shipped("train", TrainConfig).distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +142,7 @@ def test_pipeline_passes_eval_set_only_to_models_that_take_it(
     assert accepts_eval_set(TorchMLPClassifier())
     assert not accepts_eval_set(LogisticRegression())
     numeric, categorical = feature_columns(toy_frame, "label")
-    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig()).fit(
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig)).fit(
         toy_frame.drop(columns=["label"])
     )
     train, valid = toy_frame.iloc[:90], toy_frame.iloc[90:]
@@ -213,13 +217,13 @@ def test_bad_search_space_names_the_key() -> None:
 # -- distributed ---------------------------------------------------------------------------
 def test_default_layout_needs_no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert not distributed.needs_launch(DistributedConfig())
+    assert not distributed.needs_launch(LAYOUT)
     assert distributed.world_size() == 1 and distributed.rank() == 0
 
 
 def test_torchrun_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    single = DistributedConfig(nproc_per_node=2)
+    single = replace(LAYOUT, nproc_per_node=2)
     assert distributed.needs_launch(single)
     assert distributed.torchrun_command(single, "stages.train")[3:] == [
         "--standalone",
@@ -227,11 +231,11 @@ def test_torchrun_commands(monkeypatch: pytest.MonkeyPatch) -> None:
         "-m",
         "stages.train",
     ]
-    multi = DistributedConfig(nproc_per_node=2, nnodes=3, rdzv_endpoint="node0:29400")
+    multi = replace(LAYOUT, nproc_per_node=2, nnodes=3, rdzv_endpoint="node0:29400")
     cmd = distributed.torchrun_command(multi, "stages.train")
     assert "--nnodes=3" in cmd and "--rdzv_endpoint=node0:29400" in cmd
     with pytest.raises(PipelineError, match="rdzv_endpoint"):
-        distributed.needs_launch(DistributedConfig(nnodes=2))
+        distributed.needs_launch(replace(LAYOUT, nnodes=2))
     with pytest.raises(PipelineError, match="does not train under torch DDP"):
         distributed.check_supported(LogisticRegression(), "LogisticRegression")
     distributed.check_supported(TorchMLPClassifier(), "TorchMLPClassifier")

@@ -28,8 +28,6 @@ from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("log_loss", "error")
-REGRESSION_METRICS = ("rmse", "mae")
 # tune.metric names -> keys of evaluation.metrics.score()
 METRIC_KEYS = {"error": "error_rate"}
 

@@ -3,8 +3,8 @@
 Traps this works around (see shared stack facts):
 - BentoML's store defaults to ~/bentoml: we build in a temporary BENTOML_HOME.
 - The default ``include`` is the whole build context (data/, caches): we build
-  from a temporary context holding only the package's ``.py`` files and
-  ``serving.json``.
+  from a temporary context holding only ``serving.json`` and the project
+  modules that the service and the models' own classes import (``contents``).
 - ``lock_packages`` resolves over the network (and installs uv): off; the
   requirements are the exact versions installed here.
 - ``export_bento`` resolves relative paths against ``/``: absolute paths only.
@@ -26,18 +26,27 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tabular_pipeline import imports
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.serving.runtime import CONFIG_ENV, CONFIG_NAME, MODEL_FILE, ServingConfig
+from tabular_pipeline.serving.runtime import (
+    CONFIG_ENV,
+    CONFIG_NAME,
+    MODEL_FILE,
+    ServingConfig,
+    Variant,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE = "tabular_pipeline.serving.service:TabularService"
 FIXED_TIME = "2000-01-01T00:00:00+00:00"  # creation_time written into the archive
 FIXED_MTIME = 946684800  # the same instant, for tar members
-# What the service imports at run time; the model's own modules are added by detection.
+# Pinned whatever the imports say: scikit-learn's own run-time dependencies
+# (scipy, joblib, threadpoolctl) would otherwise float to their newest release.
 BASE_REQUIREMENTS = (
     "bentoml",
     "scikit-learn",
@@ -66,6 +75,39 @@ def safe_name(name: str) -> str:
     return cleaned[:50]
 
 
+def variants(
+    name: str, champion: Path, challenger: Path | None, challenger_share: float
+) -> tuple[list[Variant], dict[str, Path]]:
+    """The served variants (champion, optional challenger) with their shares and tags."""
+    files = {"champion": champion} | ({"challenger": challenger} if challenger else {})
+    shares = {"champion": 1.0 - (challenger_share if challenger else 0.0)}
+    if challenger:
+        shares["challenger"] = challenger_share
+    built = []
+    for variant, path in files.items():
+        sha = sha256_file(path)
+        built.append(
+            Variant(
+                name=variant,
+                model_tag=f"{name}-{variant}:{sha[:20]}",
+                sha256=sha,
+                share=shares[variant],
+            )
+        )
+    return built, files
+
+
+def check_features(
+    specs: list[Any], features: dict[str, Any], model_path: Path, features_out: str
+) -> None:
+    """The request schema (from the fitted featurizer) must match featurize's column list."""
+    declared = set(features["numeric"]) | set(features["categorical"])
+    if declared != {s.name for s in specs}:
+        raise PipelineError(
+            f"package: {model_path} does not match {features_out}; re-run featurize/train"
+        )
+
+
 def check_promoted(decision: Path | None) -> None:
     """Refuse to package a model the register stage rejected (the old archive stays in DVC)."""
     if decision is None or not decision.exists():
@@ -91,21 +133,50 @@ def check_promoted(decision: Path | None) -> None:
         )
 
 
-def model_modules(path: Path) -> set[str]:
-    """Top-level modules that unpickling the model imports (e.g. torch for an MLP)."""
-    import joblib
-
-    before = set(sys.modules)
-    joblib.load(path)
-    return {m.split(".")[0] for m in set(sys.modules) - before}
+# Distributions a local-version pin (``torch==2.13.0+cpu``) needs besides PyPI.
+LOCAL_VERSION_INDEXES = {"cpu": "https://download.pytorch.org/whl/cpu"}
 
 
-def requirements(extra_modules: set[str]) -> list[str]:
+@dataclass(frozen=True)
+class Contents:
+    """What goes into the Bento besides the models: project files and exact pins."""
+
+    files: list[Path]  # relative to the project root
+    requirements: list[str]
+    extra_index_urls: list[str]
+
+
+def contents(project_root: Path, models: list[Any]) -> Contents:
+    """The service's and the models' own project modules, and what they import.
+
+    A Bento is loaded with no editable install of the project: every project
+    class in a model's pickle (the torch MLP, a user's estimator) must ship,
+    with what its module imports, and so must its third-party libraries (torch
+    for the MLP). Both are read from the code's imports (``imports.closure``),
+    not from a hand-kept list that drifts.
+    """
+    held = set().union(*(imports.object_modules(m) for m in models)) if models else set()
+    project = sorted(m for m in held if m.split(".")[0] in imports.PROJECT_PACKAGES)
+    files = sorted(imports.closure(project_root, [SERVICE.split(":")[0], *project]))
+    modules = imports.third_party(project_root, files) | {m.split(".")[0] for m in held}
+    pins = requirements(modules)
+    indexes = sorted(
+        {
+            url
+            for pin in pins
+            for tag, url in LOCAL_VERSION_INDEXES.items()
+            if pin.endswith(f"+{tag}")
+        }
+    )
+    return Contents(files, pins, indexes)
+
+
+def requirements(modules: set[str]) -> list[str]:
     """Exact pins of what the service needs, from this environment (no resolver, no network)."""
     dists = set(BASE_REQUIREMENTS)
     by_module = importlib.metadata.packages_distributions()
-    for module in extra_modules:
-        if module in sys.stdlib_module_names or module == "tabular_pipeline":
+    for module in modules:
+        if module in sys.stdlib_module_names or module in imports.PROJECT_PACKAGES:
             continue
         dists.update(by_module.get(module, []))
     pins = []
@@ -117,46 +188,45 @@ def requirements(extra_modules: set[str]) -> list[str]:
     return pins
 
 
-# The package modules the service imports: exactly these go into the Bento
-# (and are the package stage's code deps in dvc.yaml).
-SHIPPED = ("__init__.py", "config.py", "errors.py", "serving/*.py")
-
-
-def source_files(package_root: Path) -> list[Path]:
-    return sorted({p for pattern in SHIPPED for p in package_root.glob(pattern)})
-
-
-def content_version(config_json: bytes, package_root: Path, model_hashes: list[str]) -> str:
-    """Bento version from content: serving config, service code and models."""
+def content_version(
+    config_json: bytes, project_root: Path, shipped: Contents, model_hashes: list[str]
+) -> str:
+    """Bento version from content: serving config, shipped code, pins and models."""
     digest = hashlib.sha256(config_json)
-    for path in source_files(package_root):
-        digest.update(path.relative_to(package_root).as_posix().encode())
-        digest.update(path.read_bytes())
-    for sha in model_hashes:
-        digest.update(sha.encode())
+    for rel in shipped.files:
+        digest.update(rel.as_posix().encode())
+        digest.update((project_root / rel).read_bytes())
+    for line in [*shipped.requirements, *shipped.extra_index_urls, *model_hashes]:
+        digest.update(line.encode())
     return digest.hexdigest()[:20]
 
 
 def build_archive(
-    config: ServingConfig, model_files: dict[str, Path], out: Path, package_root: Path
-) -> str:
-    """Save the models, build the Bento in a throwaway store, write ``out``; return the tag."""
+    config: ServingConfig, model_files: dict[str, Path], out: Path, project_root: Path
+) -> tuple[str, Contents]:
+    """Save the models, build the Bento in a throwaway store, write ``out``.
+
+    Returns the Bento tag and what was shipped besides the models.
+    """
+    import joblib
+
     config_json = (json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n").encode()
     hashes = [v.sha256 for v in config.variants]
-    version = content_version(config_json, package_root, hashes)
+    shipped = contents(project_root, [joblib.load(model_files[v.name]) for v in config.variants])
+    version = content_version(config_json, project_root, shipped, hashes)
     with tempfile.TemporaryDirectory(prefix="tabular-bento-") as tmp:
         tmp_path = Path(tmp).resolve()
         ctx = tmp_path / "ctx"
-        for src in source_files(package_root):
-            dst = ctx / "tabular_pipeline" / src.relative_to(package_root)
+        for rel in shipped.files:
+            dst = ctx / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            shutil.copyfile(project_root / rel, dst)
         (ctx / CONFIG_NAME).write_bytes(config_json)
         previous = {k: os.environ.get(k) for k in ("BENTOML_HOME", CONFIG_ENV)}
         os.environ["BENTOML_HOME"] = str(tmp_path / "home")
         os.environ[CONFIG_ENV] = str(ctx / CONFIG_NAME)
         try:
-            tag = _build(config, model_files, ctx, version, tmp_path / "export.bento", hashes)
+            tag = _build(config, model_files, ctx, version, tmp_path / "export.bento", shipped)
         finally:
             for key, value in previous.items():
                 if value is None:
@@ -167,7 +237,7 @@ def build_archive(
         partial = out.with_name(out.name + ".partial")
         repack_deterministic(tmp_path / "export.bento", partial)
         partial.replace(out)
-    return tag
+    return tag, shipped
 
 
 def _build(
@@ -176,40 +246,47 @@ def _build(
     ctx: Path,
     version: str,
     export_to: Path,
-    hashes: list[str],
+    shipped: Contents,
 ) -> str:
     import bentoml
 
-    extra: set[str] = set()
     for variant in config.variants:
-        path = model_files[variant.name]
-        extra |= model_modules(path)
         name, model_version = variant.model_tag.split(":")
         with bentoml.models.create(
             name=f"{name}:{model_version}",
             labels={"variant": variant.name, "sha256": variant.sha256},
             metadata={"sha256": variant.sha256, "file": MODEL_FILE},
         ) as stored:
-            shutil.copyfile(path, stored.path_of(MODEL_FILE))
-    pins = requirements(extra)
-    log.info("requirements: %s", ", ".join(pins))
+            shutil.copyfile(model_files[variant.name], stored.path_of(MODEL_FILE))
+    log.info("requirements: %s", ", ".join(shipped.requirements))
+    python: dict[str, Any] = {"packages": shipped.requirements, "lock_packages": False}
+    if shipped.extra_index_urls:  # e.g. torch==2.13.0+cpu lives on the PyTorch CPU index
+        python["extra_index_url"] = shipped.extra_index_urls
     bento = bentoml.bentos.build(
         SERVICE,
         name=config.name,
         version=version,
         build_ctx=str(ctx),
-        include=["tabular_pipeline/**/*.py", CONFIG_NAME],
+        include=[rel.as_posix() for rel in shipped.files] + [CONFIG_NAME],
         exclude=["**/__pycache__/**"],
         description=(
-            f"Tabular classifier for target {config.target!r} built by the DVC "
-            "pipeline's package stage. POST /predict, /predict_batch; docs at /."
+            f"Tabular model for target {config.target!r} built by the DVC pipeline's "
+            "package stage. POST /predict, /predict_batch; docs at /. Self-contained: "
+            "src/ holds every project module the service and the models import, and "
+            "env/python/requirements.txt pins what they import"
+            + (
+                f" (with --extra-index-url {' '.join(shipped.extra_index_urls)} for "
+                "local-version wheels such as torch's CPU build)."
+                if shipped.extra_index_urls
+                else "."
+            )
         ),
         labels={
             "target": config.target,
             **{f"model-{v.name}": v.sha256[:40] for v in config.variants},
         },
         models=[v.model_tag for v in config.variants],
-        python={"packages": pins, "lock_packages": False},
+        python=python,
         docker={"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"},
     )
     bentoml.bentos.export_bento(bento.tag, str(export_to))

@@ -14,7 +14,7 @@ import logging
 import logging.handlers
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class ServingConfig:
     classes: list[str]
     fields: list[FieldSpec]
     variants: list[Variant]
-    serve: ServeConfig = field(default_factory=ServeConfig)
+    serve: ServeConfig
     task: str = "binary"  # binary | multiclass | regression: the response shape
 
     def to_json(self) -> dict[str, Any]:

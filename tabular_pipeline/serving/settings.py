@@ -8,51 +8,59 @@ address/port are read when the service starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+AUTH_MODES = ("api_key", "none")
 
 
 @dataclass
 class ChallengerConfig:
-    rev: str | None = None  # git revision whose train.model_out is the challenger
-    share: float = 0.1  # fraction of request keys routed to the challenger
+    rev: str | None  # git revision whose train.model_out is the challenger
+    share: float  # fraction of request keys routed to the challenger
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share < 1:
+            raise ValueError(f"challenger.share: {self.share!r} must be in (0, 1)")
 
 
 @dataclass
 class PackageConfig:
-    out: str = "models/service.bento"
-    name: str = "tabular-classifier"
-    # The register stage's decision ({"promoted": bool}); a rejected model is not
-    # packaged. Skipped while the file does not exist (no register stage yet).
-    challenger: ChallengerConfig = field(default_factory=ChallengerConfig)
+    out: str
+    name: str
+    challenger: ChallengerConfig
 
 
 @dataclass
 class ABConfig:
-    key_header: str = "X-Request-Key"  # sticky key; requests without it go to the champion
-    salt: str = "ab"  # change to reshuffle which keys see the challenger
+    key_header: str  # sticky key; requests without it go to the champion
+    salt: str  # change to reshuffle which keys see the challenger
 
 
 @dataclass
 class PredictionLogConfig:
-    path: str | None = None  # JSON lines; relative paths are under the serving cwd
-    max_bytes: int = 10_000_000
-    backups: int = 5
+    path: str | None  # JSON lines; relative paths are under the serving cwd
+    max_bytes: int
+    backups: int
 
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 3000
-    workers: int = 1
-    threads: int = 4
-    max_batch_rows: int = 1000
-    max_body_bytes: int = 1_048_576
-    access_log: bool = False
-    auth: str = "api_key"  # api_key | none
-    api_key_env: str = "TABULAR_API_KEY"
-    api_key_file: str | None = None
-    open_paths: list[str] = field(
-        default_factory=lambda: ["/livez", "/readyz", "/healthz", "/metrics"]
-    )
-    ab: ABConfig = field(default_factory=ABConfig)
-    prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
+    """No defaults: conf/config.yaml is their one home (see tabular_pipeline.config)."""
+
+    host: str
+    port: int
+    workers: int
+    threads: int
+    max_batch_rows: int
+    max_body_bytes: int
+    access_log: bool
+    auth: str
+    api_key_env: str
+    api_key_file: str | None
+    open_paths: list[str]
+    ab: ABConfig
+    prediction_log: PredictionLogConfig
+
+    def __post_init__(self) -> None:
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth: {self.auth!r} is not one of {list(AUTH_MODES)}")
