@@ -25,7 +25,7 @@ from tabular_pipeline.models.modeling import fit_pipeline, task_model_cfg
 from tabular_pipeline.registry import gates
 from tabular_pipeline.serving.fast import FastPredictor
 from tabular_pipeline.serving.schema import build_field_specs, frame_to_rows
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped
 
 
 # -- task inference and rules ---------------------------------------------------------
@@ -266,7 +266,7 @@ def test_fast_path_matches_pipeline_predict(
     cfg, splits = gapminder
     train, test = splits["train"], splits["test"]
     numeric, categorical = feature_columns(train, cfg.target)
-    featurizer = build_featurizer(numeric, categorical, FeaturizeConfig())
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig))
     featurizer.fit(train.drop(columns=[cfg.target]))
     pipeline = fit_pipeline(featurizer, estimator, train, cfg.target)
     specs = build_field_specs(featurizer, cfg)
