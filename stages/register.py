@@ -109,6 +109,7 @@ def main() -> None:
                 }
             ),
             "gates": {g.name: g.as_dict() for g in decision.gates},
+            "directions": decision.directions,
         }
         stage.write_json(Path(cfg.decision_out), record)
         stage.write_json(
@@ -149,6 +150,7 @@ def main() -> None:
                 "decision": verdict,
                 "promoted": record["promoted"],
                 "gates": record["gates"],
+                "directions": record["directions"],
                 "failures": failures,
             },
             lineage=lineage.hashes(model_path, split_dir),

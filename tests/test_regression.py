@@ -157,7 +157,8 @@ def test_ceilings_and_floors_name_the_direction() -> None:
     by = {g.name: g for g in gates.ceiling_gates(REG_METRICS, {"rmse": 5.0, "mae": 2.5})}
     assert by["ceiling.rmse"].passed and not by["ceiling.mae"].passed
     assert "lower is better" in by["ceiling.mae"].detail
-    assert by["ceiling.mae"].as_dict()["direction"] == "lower is better"
+    decision = gates.Decision(list(by.values()))
+    assert decision.directions == {"mae": "lower is better", "rmse": "lower is better"}
     (floor,) = gates.floor_gates(REG_METRICS, {"r2": 0.85})
     assert not floor.passed and "higher is better" in floor.detail
     with pytest.raises(PipelineError, match="r2 is higher-is-better"):

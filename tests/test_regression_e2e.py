@@ -95,8 +95,8 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
     assert fairness["columns"]["continent"]["mae_gap_ci"]["low"] is not None
     decision = json.loads((project / "metrics/register.json").read_text())
     assert decision["promoted"] and decision["decision"] == "promoted"
-    assert decision["gates"]["ceiling.rmse"]["direction"] == "lower is better"
-    assert decision["gates"]["floor.r2"]["direction"] == "higher is better"
+    assert set(decision["gates"]) == {"floor.r2", "ceiling.rmse", "drift"}
+    assert decision["directions"] == {"r2": "higher is better", "rmse": "lower is better"}
     scatter = pd.read_csv(project / "plots/regression/predicted_vs_actual.csv")
     assert len(scatter) == metrics["n_rows"] and scatter.notna().all().all()
     card = (project / "reports/model_card/model_card.md").read_text()

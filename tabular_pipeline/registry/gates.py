@@ -46,14 +46,11 @@ class Gate:
     direction: str | None = None  # "higher"/"lower" is better; None: not a metric bound
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "passed": self.passed,
             "value": self.value,
             "threshold": self.threshold,
         }
-        if self.direction is not None:
-            out["direction"] = f"{self.direction} is better"
-        return out
 
 
 @dataclass
@@ -67,6 +64,20 @@ class Decision:
     @property
     def failures(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
+
+    @property
+    def directions(self) -> dict[str, str]:
+        """Each gated metric's direction ("lower is better"), for the decision file.
+
+        One entry per metric, not per gate: ``dvc exp show --only-changed``
+        makes a column of every key that differs, and a metric's direction
+        never changes between runs while its gates come and go (a champion).
+        """
+        return {
+            g.name.split(".", 1)[1]: f"{g.direction} is better"
+            for g in sorted(self.gates, key=lambda g: g.name)
+            if g.direction is not None
+        }
 
 
 def _better_or_equal(metric: str, value: float, bound: float) -> bool:

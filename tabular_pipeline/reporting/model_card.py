@@ -209,6 +209,7 @@ def to_markdown(card: dict[str, Any]) -> str:
         )
         lines.append("")
     dec = card["decision"]
+    directions = dec.get("directions") or {}
     lines += [
         "## Registry decision",
         "",
@@ -218,7 +219,7 @@ def to_markdown(card: dict[str, Any]) -> str:
     lines += _table(
         ["gate", "passed", "value", "threshold", "direction"],
         [
-            [k, g["passed"], g["value"], g["threshold"], g.get("direction")]
+            [k, g["passed"], g["value"], g["threshold"], directions.get(k.split(".", 1)[-1])]
             for k, g in dec["gates"].items()
         ],
     )
