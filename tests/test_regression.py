@@ -333,3 +333,16 @@ def test_validate_reports_the_task_rules_with_the_suite() -> None:
     ok = validate_tables(_cfg(task="regression"), {"train": frame}, 1, None)
     assert ok["train"].success
     assert summary(ok, "regression")["task"] == "regression"
+
+
+def test_prediction_log_records_a_regressors_value(tmp_path: Path) -> None:
+    from tabular_pipeline.serving.runtime import PredictionLog, Variant
+
+    log = PredictionLog(str(tmp_path / "p.jsonl"), 10_000, 1)
+    log.write_values(
+        [{"x": 1.0}, {"x": 2.0}], np.array([3.5, -1.0]), Variant("champion", "t", "s", 1)
+    )
+    log.close()
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in records] == [3.5, -1.0]
+    assert records[0]["features"] == {"x": 1.0} and "label" not in records[0]
