@@ -37,8 +37,8 @@ def main() -> None:
     report = summary(results, resolved_task(data, tables))
     stage.write_json(report_dir / "result.json", report)
     docs.normalise_data_docs(docs_dir)
-    (report_dir / "summary.md").write_text(docs.summary_markdown(report, data.name), "utf-8")
-    (report_dir / "summary.html").write_text(docs.summary_html(report, data.name), "utf-8")
+    stage.write_text(report_dir / "summary.md", docs.summary_markdown(report, data.name))
+    stage.write_text(report_dir / "summary.html", docs.summary_html(report, data.name))
     for name, result in results.items():
         stats = result.statistics
         log.info(

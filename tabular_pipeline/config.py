@@ -360,7 +360,8 @@ class DriftConfig:
 class RegisterConfig:
     model_name: str
     alias: str
-    decision_out: str
+    decision_out: str  # headline (promoted, version): a DVC metric
+    details_out: str  # gates, verdict, champion comparison: not a metric
     registry_out: str
     card_dir: str
     floors: dict[str, float]

@@ -56,8 +56,12 @@ WORSE_C = 0.0001
 def test_chain_writes_decision_card_and_offline_drift_report(
     built_project: Path, tmp_path: Path
 ) -> None:
-    decision = json.loads((built_project / "metrics/register.json").read_text())
-    assert decision["promoted"] is True and decision["decision"] == "promoted"
+    assert json.loads((built_project / "metrics/register.json").read_text()) == {
+        "promoted": True,
+        "version": 1,
+    }
+    decision = json.loads((built_project / "reports/register/decision.json").read_text())
+    assert decision["decision"] == "promoted" and decision["champion_version"] == 1
     assert set(decision["gates"]) == {"floor.accuracy", "floor.roc_auc", "drift"}
     drift = json.loads((built_project / "metrics/drift.json").read_text())
     assert drift["gate_passed"] is True
@@ -163,10 +167,14 @@ def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Pa
     params = exps[0]["params"]["params.yaml"]["data"]["model"]
     assert params["_target_"].endswith("LogisticRegression") and params["C"] == WORSE_C
     metrics = exps[0]["metrics"]
-    decision = metrics["metrics/register.json"]["data"]
-    assert decision["decision"] == "rejected" and decision["promoted"] is False
+    assert metrics["metrics/register.json"]["data"] == {"promoted": False, "version": 2}
+    decision = json.loads((project / "reports/register/decision.json").read_text())
+    assert decision["decision"] == "rejected"
     assert decision["champion_version"] == 1 and decision["version"] == 2
     assert decision["gates"]["regression.accuracy"]["passed"] is False
+    # With a champion to compare with, the gates stay out of `exp show` (issue 17).
+    table = dvc("exp", "show", "--only-changed", "--csv").stdout.splitlines()
+    assert len(table[0].split(",")) <= 25, table[0]
     assert metrics["metrics/evaluate.json"]["data"]["accuracy"] > 0.5
     state = registry(project)
     assert state["aliases"] == {"champion": 1}

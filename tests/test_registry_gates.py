@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.registry import gates
+from tabular_pipeline.registry import gates, promotion
 from tabular_pipeline.reporting import model_card
 
 METRICS = {
@@ -28,7 +28,14 @@ def test_floors_pass_and_fail_with_direction() -> None:
 
 def test_no_champion_means_floors_only() -> None:
     assert gates.regression_gates(METRICS, None, {"roc_auc": 0.0}) == []
-    decision = gates.decide(METRICS, None, {"accuracy": 0.8}, {"roc_auc": 0.0}, None, None)
+    decision = gates.decide(
+        metrics=METRICS,
+        champion=None,
+        floors={"accuracy": 0.8},
+        tolerances={"roc_auc": 0.0},
+        drift=None,
+        max_fairness_gap=None,
+    )
     assert decision.passed and [g.name for g in decision.gates] == ["floor.accuracy"]
 
 
@@ -61,7 +68,14 @@ def test_drift_and_fairness_gates() -> None:
     (fair,) = gates.fairness_gates(METRICS["fairness"], 0.1)
     assert not fair.passed and fair.name == "fairness.sex.dpd"
     assert gates.fairness_gates(METRICS["fairness"], 0.2)[0].passed
-    decision = gates.decide(METRICS, None, {}, {}, drift_bad, 0.1)
+    decision = gates.decide(
+        metrics=METRICS,
+        champion=None,
+        floors={},
+        tolerances={},
+        drift=drift_bad,
+        max_fairness_gap=0.1,
+    )
     assert [g.name for g in decision.failures] == ["drift", "fairness.sex.dpd"]
 
 
@@ -131,3 +145,67 @@ def test_model_card_markdown_is_deterministic_and_complete() -> None:
     logged = model_card.with_run_lineage(card, "run123", "abc")
     assert logged["lineage"]["mlflow_run_id"] == "run123"
     assert "mlflow_run_id" not in card["lineage"]
+
+
+@pytest.mark.parametrize(
+    ("passed", "in_experiment", "promote_in_experiments", "expected"),
+    [
+        (True, False, False, ("promoted", True)),
+        (True, True, False, ("passed-not-promoted", False)),
+        (True, True, True, ("promoted", True)),
+        (False, False, False, ("rejected", False)),
+        (False, True, True, ("rejected", False)),
+    ],
+)
+def test_verdict_table(
+    passed: bool, in_experiment: bool, promote_in_experiments: bool, expected: tuple
+) -> None:
+    assert promotion.verdict(passed, in_experiment, promote_in_experiments) == expected
+
+
+def test_champion_metrics_are_ours_none_or_rescored() -> None:
+    calls: list[int] = []
+
+    def rescore(version: int) -> dict:
+        calls.append(version)
+        return {"accuracy": 0.5}
+
+    assert promotion.champion_metrics(None, 3, METRICS, rescore) is None
+    assert promotion.champion_metrics(3, 3, METRICS, rescore) is METRICS
+    assert calls == []
+    assert promotion.champion_metrics(2, 3, METRICS, rescore) == {"accuracy": 0.5}
+    assert calls == [2]
+
+
+def test_decision_records_split_headline_from_details() -> None:
+    decision = gates.decide(
+        metrics=METRICS,
+        champion={"accuracy": 0.9, "roc_auc": 0.95},
+        floors={"accuracy": 0.8},
+        tolerances={"accuracy": 0.0, "roc_auc": 0.0},
+        drift=None,
+        max_fairness_gap=None,
+        champion_version="2",
+    )
+    assert not decision.passed
+    verdict, promote = promotion.verdict(decision.passed, False, False)
+    headline, details = promotion.records(
+        decision=decision,
+        verdict=verdict,
+        promote=promote,
+        model_name="m",
+        version=3,
+        champion_before=2,
+        champion={"accuracy": 0.9, "roc_auc": 0.95, "log_loss": 0.1},
+        compared=["roc_auc", "accuracy"],
+    )
+    assert headline == {"promoted": False, "version": 3}
+    assert details["decision"] == "rejected" and details["champion_version"] == 2
+    assert details["champion_rescored"] == {"accuracy": 0.9, "roc_auc": 0.95}
+    assert set(details["gates"]) == {"floor.accuracy", "regression.accuracy", "regression.roc_auc"}
+    assert details["failures"] and all("champion v2" in f for f in details["failures"])
+    assert promotion.drift_evidence({"gate_passed": True}, {"gate_failures": []}, False) is None
+    assert promotion.drift_evidence({"gate_passed": False}, {"gate_failures": ["x"]}, True) == {
+        "gate_passed": False,
+        "failure_lines": ["x"],
+    }

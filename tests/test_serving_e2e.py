@@ -9,14 +9,9 @@ are checked against one running server.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +26,7 @@ import yaml
 from tabular_pipeline.serving import package
 from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
+from tests.servers import bento_server
 
 # One worker runs them all: the session's one served Bento (fixture ``served``).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("served")]
@@ -45,12 +41,6 @@ class Served:
     project: Path
     rows: list[dict[str, Any]]
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_archive_is_built_self_contained_and_pinned(built_project: Path) -> None:
@@ -93,33 +83,7 @@ def served(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert ran_stages(out.stdout) == ["compose", "package"]
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "challenger")
-    port = free_port()
-    env = os.environ | {
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "BENTOML_HOME": str(tmp / "bentoml"),
-        "TABULAR_API_KEY": KEY,
-    }
-    logfile = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tabular_pipeline.serving.cli", "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=logfile,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-4000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, (tmp / "server.log").read_text()[-4000:]
-            time.sleep(0.5)
+    with bento_server(project, tmp, KEY) as url:
         test = pd.read_parquet(project / "data/split/test.parquet")
         spec = json.loads((project / "reports/featurize/features.json").read_text())
         columns = spec["numeric"] + spec["categorical"]
@@ -128,13 +92,6 @@ def served(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             for r in test[columns].astype(object).to_dict(orient="records")
         ]
         yield Served(url, project, rows, project / "logs/predictions.jsonl")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        logfile.close()
 
 
 def post(served: Served, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:

@@ -12,11 +12,13 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import ran_stages, run
+from tests.servers import bento_server
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +79,28 @@ def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip() == "(20, 2)"
+
+    # The mlp Bento serves (its src/ ships torch_mlp.py, its requirements torch).
+    spec = json.loads((project / "reports/featurize/features.json").read_text())
+    served_rows = [
+        {k: (None if pd.isna(v) else v) for k, v in r.items()}
+        for r in rows[spec["numeric"] + spec["categorical"]].astype(object).to_dict("records")
+    ]
+    evaluated = pd.read_parquet(project / "data/predictions/test.parquet").head(20)
+    auth = {"Authorization": "Bearer k"}
+    with bento_server(project, project.parent, "k") as url:
+        one = httpx.post(f"{url}/predict", json=served_rows[0], headers=auth, timeout=60)
+        batch = httpx.post(f"{url}/predict_batch", json=served_rows, headers=auth, timeout=60)
+        bad = httpx.post(f"{url}/predict_batch", json=[], headers=auth, timeout=60)
+    assert one.status_code == 200, one.text
+    assert one.json()["probabilities"][">50K"] == pytest.approx(
+        evaluated["proba_>50K"].iloc[0], abs=1e-6
+    )
+    assert batch.status_code == 200, batch.text
+    served_proba = [p[">50K"] for p in batch.json()["probabilities"]]
+    assert served_proba == pytest.approx(evaluated["proba_>50K"].tolist(), abs=1e-6)
+    assert batch.json()["labels"] == evaluated["predicted"].astype(str).tolist()
+    assert bad.status_code == 400
 
     # Two processes under torchrun: both train, rank 0 alone writes and logs.
     # Up to evaluate: the stages after it do not depend on how train ran.

@@ -13,6 +13,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from tabular_pipeline import stage
 from tabular_pipeline.config import EvaluateConfig
 from tabular_pipeline.evaluation import fairness as fair
 from tabular_pipeline.evaluation import metrics as m
@@ -256,28 +257,23 @@ def add_uncertainty_and_fairness(
 def write_plots(result: Evaluation, plots_dir: Path) -> None:
     for kind, by_class in result.curves.items():
         for name, frame in by_class.items():
-            path = plots_dir / kind / f"{name}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(path, index=False)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    result.confusion.to_csv(plots_dir / "confusion.csv", index=False)
-    result.importance.to_csv(plots_dir / "importance.csv", index=False)
+            stage.write_csv(frame, plots_dir / kind / f"{name}.csv")
+    stage.write_csv(result.confusion, plots_dir / "confusion.csv")
+    stage.write_csv(result.importance, plots_dir / "importance.csv")
     if not result.group_bars.empty:
-        result.group_bars.to_csv(plots_dir / "fairness.csv", index=False)
+        stage.write_csv(result.group_bars, plots_dir / "fairness.csv")
     # Not-applicable plots are header-only files (as the training curve of a
     # non-iterative model), so every plot declared in dvc.yaml has its file.
     for sub, columns in REGRESSION_PLOTS.items():
         frame = result.regression_plots.get(sub, pd.DataFrame(columns=columns))
-        path = plots_dir / sub
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        stage.write_csv(frame, plots_dir / sub)
     reg_bars = result.regression_plots.get(
         "regression/fairness.csv", pd.DataFrame(columns=["group", "mae", "mean_residual", "size"])
     )
-    reg_bars.to_csv(plots_dir / "regression" / "fairness.csv", index=False)
+    stage.write_csv(reg_bars, plots_dir / "regression" / "fairness.csv")
     if result.task == "regression":
         # A regressor has no per-class curves or selection rates: empty folders
         # and a header-only table keep `dvc plots show` free of missing-file errors.
         for kind in CURVES:
             (plots_dir / kind).mkdir(parents=True, exist_ok=True)
-        fair.group_bars({}).to_csv(plots_dir / "fairness.csv", index=False)
+        stage.write_csv(fair.group_bars({}), plots_dir / "fairness.csv")

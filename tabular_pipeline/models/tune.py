@@ -126,9 +126,10 @@ def best_params(trials: pd.DataFrame, space: dict[str, Any]) -> dict[str, Any]:
 
 def write_tuned(path: Path, target: str | None, values: dict[str, Any]) -> None:
     """The params file ``train`` reads: the estimator it was tuned for and its values."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from tabular_pipeline import stage
+
     payload = {"tuned_for": target or "", "model": values}
-    path.write_text(yaml.safe_dump(payload, sort_keys=True), encoding="utf-8")
+    stage.write_text(path, yaml.safe_dump(payload, sort_keys=True))
 
 
 def apply_tuned(model_cfg: dict[str, Any], path: Path) -> dict[str, Any]:

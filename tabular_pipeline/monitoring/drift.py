@@ -263,7 +263,6 @@ def headline(summary: dict[str, Any], gate: DriftGateConfig) -> dict[str, Any]:
 
 
 def write_html(html: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    from tabular_pipeline import stage
+
+    stage.write_text(path, html)

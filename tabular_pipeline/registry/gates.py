@@ -224,6 +224,7 @@ def fairness_gates(fairness: dict[str, Any], max_gap: float | None) -> list[Gate
 
 
 def decide(
+    *,
     metrics: dict[str, Any],
     champion: dict[str, Any] | None,
     floors: dict[str, float],

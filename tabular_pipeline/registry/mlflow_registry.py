@@ -126,6 +126,14 @@ def load_version(name: str, version: int) -> Any:
     return mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 
+def rescore(name: str, version: int, test: Any, target: str) -> dict[str, Any]:
+    """A registered version's test metrics on today's test split."""
+    from tabular_pipeline.evaluation.metrics import score
+
+    log.info("re-scoring %s v%s on this test split", name, version)
+    return score(load_version(name, version), test, target)
+
+
 def record_decision(
     ref: VersionRef,
     alias: str,
@@ -148,3 +156,18 @@ def record_decision(
         )
     client.set_registered_model_alias(ref.name, alias, str(ref.version))
     log.info("%s alias %r -> version %s", ref.name, alias, ref.version)
+
+
+def log_card(card: dict[str, Any], ref: VersionRef, experiment_id: str, verdict: str) -> None:
+    """The card's MLflow copy, on the run that trained the version, with run lineage."""
+    if not ref.run_id:
+        return
+    import mlflow
+
+    from tabular_pipeline.reporting import model_card
+
+    logged = model_card.with_run_lineage(card, ref.run_id, tracking.git_commit(Path.cwd()))
+    with mlflow.start_run(run_id=ref.run_id, experiment_id=experiment_id):
+        mlflow.set_tags({"register.decision": verdict, "register.version": str(ref.version)})
+        mlflow.log_dict(logged, "model_card/model_card.json")
+        mlflow.log_text(model_card.to_markdown(logged), "model_card/model_card.md")

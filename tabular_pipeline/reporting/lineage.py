@@ -7,9 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from tabular_pipeline import stage
 from tabular_pipeline.config import DataConfig
-from tabular_pipeline.reporting import model_card
 
 SPLITS = ("train", "valid", "test")
 FRAMEWORKS = ("scikit-learn", "pandas", "numpy", "mlflow", "evidently", "dvc")
@@ -71,8 +69,3 @@ def top_drifted(summary: dict[str, Any], n: int) -> list[dict[str, Any]]:
     return sorted(
         (c for c in summary.get("columns", []) if c["drifted"]), key=lambda c: c["column"]
     )[:n]
-
-
-def write_card(card: dict[str, Any], card_dir: Path) -> None:
-    stage.write_json(card_dir / "model_card.json", card)
-    (card_dir / "model_card.md").write_text(model_card.to_markdown(card), encoding="utf-8")

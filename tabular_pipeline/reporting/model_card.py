@@ -14,7 +14,12 @@ committed). :func:`with_run_lineage` adds those for the copy logged to MLflow.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+from tabular_pipeline import stage
+from tabular_pipeline.config import DataConfig
+from tabular_pipeline.reporting import lineage
 
 SCHEMA = "tabular-pipeline/model-card/v1"
 
@@ -70,6 +75,54 @@ def build(
         "decision": decision,
         "lineage": lineage,
     }
+
+
+def from_artifacts(
+    *,
+    params: dict[str, Any],
+    data: DataConfig,
+    registry: dict[str, Any],
+    split_dir: Path,
+    model_path: Path,
+    evaluation: dict[str, Any],
+    fairness: dict[str, Any],
+    drift: dict[str, Any],
+    drift_summary: dict[str, Any],
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """The card from the pipeline's own outputs (what ``register`` read and decided)."""
+    from tabular_pipeline.models.modeling import task_model_cfg
+
+    return build(
+        model_name=registry["model_name"],
+        # The estimator that was trained: the model file's regressor block for
+        # a regression run (its metrics say which).
+        model_cfg=task_model_cfg(
+            dict(params["model"]), "regression" if "rmse" in evaluation else "binary"
+        ),
+        seed=int(params["seed"]),
+        registry=registry,
+        data=lineage.data_section(data, split_dir),
+        text={
+            "description": data.card.description,
+            "intended_use": data.card.intended_use,
+            "limitations": data.card.limitations,
+            "citation": data.card.citation,
+        },
+        evaluation=evaluation,
+        fairness=fairness,
+        drift={k: v for k, v in drift_summary.items() if k not in ("columns", "prediction")}
+        | {"gate_passed": drift["gate_passed"]},
+        drift_top=lineage.top_drifted(drift_summary, 5),
+        decision=decision,
+        lineage=lineage.hashes(model_path, split_dir),
+        versions=lineage.framework_versions(),
+    )
+
+
+def write(card: dict[str, Any], card_dir: Path) -> None:
+    stage.write_json(card_dir / "model_card.json", card)
+    stage.write_text(card_dir / "model_card.md", to_markdown(card))
 
 
 def with_run_lineage(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tabular_pipeline import imports
+from tabular_pipeline import imports, stage
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving.runtime import (
     CONFIG_ENV,
@@ -121,9 +121,8 @@ def check_promoted(decision: Path | None) -> None:
         # Experiments never move the champion alias (unless register is told to),
         # so their models are packaged for comparison, labelled as not promoted.
         log.warning(
-            "experiment %s: packaging a model register did not promote (%s)",
+            "experiment %s: packaging a model register did not promote (see register.details_out)",
             os.environ["DVC_EXP_NAME"],
-            json.loads(decision.read_text(encoding="utf-8")).get("decision"),
         )
         return
     if promoted is not True:
@@ -233,10 +232,8 @@ def build_archive(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")
-        repack_deterministic(tmp_path / "export.bento", partial)
-        partial.replace(out)
+        with stage.atomic_path(out) as partial:
+            repack_deterministic(tmp_path / "export.bento", partial)
     return tag, shipped
 
 
