@@ -177,7 +177,15 @@ def test_champion_comparison_uses_the_metric_direction() -> None:
     r2 = by["regression.r2"]  # higher is better: 0.80 < 0.81 - 0.005
     assert not r2.passed and r2.threshold == pytest.approx(0.805) and "higher is" in r2.detail
     assert gates.regression_gates(REG_METRICS, champion, {"r2": 0.02})[0].passed
-    decision = gates.decide(REG_METRICS, None, {"r2": 0.5}, {}, None, None, ceilings={"rmse": 3})
+    decision = gates.decide(
+        metrics=REG_METRICS,
+        champion=None,
+        floors={"r2": 0.5},
+        tolerances={},
+        drift=None,
+        max_fairness_gap=None,
+        ceilings={"rmse": 3},
+    )
     assert [g.name for g in decision.failures] == ["ceiling.rmse"]
     (fair,) = gates.fairness_gates({"continent": {"mae_gap": 2.0}}, 1.0)
     assert fair.name == "fairness.continent.mae_gap" and not fair.passed
@@ -346,3 +354,33 @@ def test_prediction_log_records_a_regressors_value(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["prediction"] for r in records] == [3.5, -1.0]
     assert records[0]["features"] == {"x": 1.0} and "label" not in records[0]
+
+
+def test_decision_details_name_directions_and_only_this_tasks_champion_metrics() -> None:
+    from tabular_pipeline.registry import promotion
+
+    champion = {"rmse": 3.5, "mae": 3.0, "r2": 0.81}
+    decision = gates.decide(
+        metrics=REG_METRICS,
+        champion=champion,
+        floors={"r2": 0.5},
+        tolerances={"r2": 0.05, "roc_auc": 0.005},
+        drift=None,
+        max_fairness_gap=None,
+        champion_version="1",
+        ceilings={"rmse": 5.0},
+    )
+    headline, details = promotion.records(
+        decision=decision,
+        verdict="promoted",
+        promote=True,
+        model_name="m",
+        version=2,
+        champion_before=1,
+        champion=champion,
+        compared=["r2", "roc_auc"],
+    )
+    assert headline == {"promoted": True, "version": 2}
+    assert details["champion_rescored"] == {"r2": 0.81}
+    assert details["directions"] == {"r2": "higher is better", "rmse": "lower is better"}
+    assert set(details["gates"]) == {"floor.r2", "ceiling.rmse", "regression.r2"}
