@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, ROOT, git, make_project, ran_stages, run
-from tests.test_serving_e2e import free_port
+from tests.conftest import ROOT, git, make_project, ran_stages, run
+from tests.servers import bento_server
 
 pytestmark = pytest.mark.slow
 
@@ -53,35 +50,6 @@ def gapminder_project(tmp: Path, rows: int = 600) -> Path:
     return project
 
 
-def serve(project: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = os.environ | {
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "BENTOML_HOME": str(tmp / "bentoml"),
-        "TABULAR_API_KEY": "k",
-    }
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tabular_pipeline.serving.cli", "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        assert proc.poll() is None, (tmp / "server.log").read_text()[-4000:]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, (tmp / "server.log").read_text()[-4000:]
-        time.sleep(0.5)
-
-
 def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
     project = gapminder_project(tmp_path)
     out = run(["dvc", "repro"], project, timeout=900)
@@ -110,8 +78,7 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
 
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "repro")
-    proc, url = serve(project, tmp_path)
-    try:
+    with bento_server(project, tmp_path, "k") as url:
         test = pd.read_parquet(project / "data/split/test.parquet").drop(columns=["lifeexp"])
         rows = json.loads(test.to_json(orient="records"))
         auth = {"Authorization": "Bearer k"}
@@ -135,9 +102,6 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
         )
         assert inf.status_code == 400 and "gdppercap" in inf.text
         assert httpx.post(f"{url}/predict", json=rows[0], timeout=30).status_code == 401
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
     assert ran_stages(run(["dvc", "repro"], project).stdout) == []
 
