@@ -58,12 +58,18 @@ def main() -> None:
             if cfg.challenger.rev
             else None
         )
+        task = task_of_model(pipeline)
+        if challenger is not None and task_of_model(stage.load_object(challenger)) != task:
+            raise PipelineError(
+                f"package.challenger.rev={cfg.challenger.rev!r}: that model is not a {task} "
+                "model like the champion; both variants must answer in the same shape"
+            )
         variants, files = package.variants(name, model_path, challenger, cfg.challenger.share)
         config = ServingConfig(
             name=name,
             target=data.target,
             classes=[str(c) for c in getattr(pipeline, "classes_", [])],
-            task=task_of_model(pipeline),
+            task=task,
             fields=specs,
             variants=variants,
             serve=serve,
