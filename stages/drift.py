@@ -28,7 +28,7 @@ log = logging.getLogger("drift")
 
 
 def main() -> None:
-    drift.pin_hash_seed("stages.drift")
+    drift.check_hash_seed()
     start = time.perf_counter()
     params = load_params()
     data = load_data_config(params)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
-from tabular_pipeline.data.ingest import check_inside, normalize, read_table
+from tabular_pipeline.data.ingest import check_inside, normalize
+from tabular_pipeline.data.reader import read_user_table, table_format
 from tabular_pipeline.data.task import task_of_frame
 
 log = logging.getLogger("ingest")
@@ -24,8 +25,10 @@ def main() -> None:
             target.unlink(missing_ok=True)
             continue
         check_inside(Path(source), Path(data.raw_dir), f"data.source.{name}")
-        raw = read_table(Path(source), dict(data.source.read))
-        frame = normalize(raw, data, task)
+        raw = read_user_table(Path(source), data.source.read)
+        frame = normalize(
+            raw, data, source, typed=table_format(Path(source)) == "parquet", task=task
+        )
         if task is None and data.target in frame.columns:
             task = task_of_frame(frame, data.target)
         stage.write_parquet(frame, target)

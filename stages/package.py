@@ -13,6 +13,7 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
+from tabular_pipeline.data.reader import revision_error
 from tabular_pipeline.data.task import task_of_model
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving import package
@@ -31,9 +32,7 @@ def fetch_challenger(model_out: str, rev: str, dest: Path) -> Path:
         with dvc.api.open(model_out, rev=rev, mode="rb") as src:
             dest.write_bytes(src.read())
     except Exception as exc:  # DVC raises many types for a missing rev/output/cache
-        raise PipelineError(
-            f"package.challenger.rev={rev!r}: cannot read {model_out} at that revision ({exc})"
-        ) from exc
+        raise revision_error("package.challenger.rev", model_out, rev, exc) from exc
     return dest
 
 

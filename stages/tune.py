@@ -9,8 +9,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
     DataConfig,
@@ -32,10 +30,10 @@ def main() -> None:
     cfg = parse_section(params, "tune", TuneConfig)
     if not cfg.enabled:
         # The common case, re-run on every model edit (tune declares the model
-        # params): no model, tracking or sklearn imports, so it takes ~1 s.
+        # params): no model, tracking, sklearn or pandas imports, so it takes ~1 s.
         log.info("tune.enabled is false: the model keeps its configured values")
         tune.write_tuned(Path(cfg.out), None, {})
-        stage.write_csv(pd.DataFrame(columns=["trial", "value"]), Path(cfg.trials_out))
+        stage.write_text(Path(cfg.trials_out), "trial,value\n")  # what pandas writes, unloaded
         stage.write_json(Path(cfg.metrics_out), {"n_trials": 0})
         return
     search(params, cfg, load_data_config(params))

@@ -284,16 +284,27 @@ def parse_section(params: dict[str, Any], name: str, schema: type[T]) -> T:
 
 
 def load_schema(path: Path) -> SchemaConfig:
-    """Read and type-check a dataset schema file (an empty file means: infer everything)."""
+    """Read and type-check a dataset schema file (``{}`` means: infer everything).
+
+    A 0-byte file is refused: it is a DVC dependency, and DVC prints
+    ``WARNING: '<file>' is empty.`` for it every time a stage that depends on
+    it runs (five stages here). ``{}`` or a comment says the same, quietly.
+    """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except FileNotFoundError as exc:
         raise PipelineError(
-            f"{path}: schema file not found (data.schema); create it, empty if every type "
-            "may be inferred (see README, Bring your own data)"
+            f"{path}: schema file not found (data.schema); create it, with just `{{}}` if "
+            "every type may be inferred (see README, Bring your own data)"
         ) from exc
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from exc
+    if not text:
+        raise PipelineError(
+            f"{path}: the schema file is empty (0 bytes), which DVC warns about on every run; "
+            "write `{}` in it to infer every type"
+        )
     raw = raw or {}
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: expected a mapping with keys {list(SCHEMA_KEYS)}")

@@ -130,9 +130,14 @@ def test_empty_schema_infers_everything_and_schema_keys_in_params_are_refused(
     tmp_path: Path,
 ) -> None:
     schema = tmp_path / "t.yaml"
+    for nothing in ("{}\n", "# every type inferred\n"):
+        schema.write_text(nothing)
+        cfg = load_data_config(_data_params(schema))
+        assert cfg.types == {} and cfg.expect == {} and cfg.max_null_frac == 0.5
+    # 0 bytes: DVC would print "WARNING: '...' is empty." for each stage that depends on it.
     schema.write_text("")
-    cfg = load_data_config(_data_params(schema))
-    assert cfg.types == {} and cfg.expect == {} and cfg.max_null_frac == 0.5
+    with pytest.raises(PipelineError, match=r"t\.yaml: the schema file is empty .* write `\{\}`"):
+        load_data_config(_data_params(schema))
     schema.write_text("types: {age: int}\nexpect: {age: {min: 0}}\nmax_null_frac: 0.1\n")
     cfg = load_data_config(_data_params(schema))
     assert cfg.types == {"age": "int"} and cfg.expect["age"].min == 0

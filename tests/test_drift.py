@@ -153,3 +153,15 @@ def test_evidently_flags_a_shifted_column_and_not_a_stable_one() -> None:
         f"critical column 'g' drifted: Jensen-Shannon distance {by['g']['score']:.4f} "
         "(threshold 0.1)"
     ]
+
+
+def test_random_hash_seed_is_refused_and_dvc_pins_it() -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    drift.check_hash_seed(hash_randomization=0)
+    with pytest.raises(PipelineError, match=r"drift needs PYTHONHASHSEED=0"):
+        drift.check_hash_seed(hash_randomization=1)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["drift"]["cmd"] == "PYTHONHASHSEED=0 python -m stages.drift"

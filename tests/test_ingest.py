@@ -79,7 +79,8 @@ def test_read_table_formats(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet"), frame)
     with gzip.open(tmp_path / "empty.csv.gz", "wb"):
         pass
-    assert read_table(tmp_path / "empty.csv.gz").empty
+    with pytest.raises(PipelineError, match="has no content"):  # more in test_reader.py
+        read_table(tmp_path / "empty.csv.gz")
     with pytest.raises(PipelineError, match="not found"):
         read_table(tmp_path / "missing.csv")
     (tmp_path / "t.xlsx").write_text("x")

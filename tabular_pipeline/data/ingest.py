@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tabular_pipeline.config import COLUMN_TYPES, DataConfig
+from tabular_pipeline.data.reader import read_user_table
 from tabular_pipeline.data.task import as_number, resolve_task
 from tabular_pipeline.errors import PipelineError
 
@@ -34,21 +35,8 @@ def check_inside(path: Path, raw_dir: Path, key: str) -> None:
 
 
 def read_table(path: Path, read_kwargs: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Read CSV (optionally compressed) or Parquet; an empty file gives an empty frame."""
-    if not path.exists():
-        raise PipelineError(f"{path}: raw data file not found")
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes or ".pq" in suffixes:
-        return pd.read_parquet(path)
-    if not any(s in suffixes for s in (".csv", ".txt", ".data", ".test", ".tsv")):
-        raise PipelineError(f"{path}: unknown format (expected .csv[.gz] or .parquet)")
-    try:
-        return pd.read_csv(path, **(read_kwargs or {}))
-    except pd.errors.EmptyDataError:
-        log.warning("%s: file is empty", path)
-        return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: cannot parse as CSV: {exc}") from exc
+    """A raw file through the guarded reader (the name callers used before it existed)."""
+    return read_user_table(path, read_kwargs)
 
 
 def normalize_name(name: object) -> str:
@@ -128,8 +116,53 @@ def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
     )
 
 
-def normalize(frame: pd.DataFrame, cfg: DataConfig, task: str | None = None) -> pd.DataFrame:
+def _stored_type_problem(series: pd.Series, kind: str) -> str | None:
+    """Why a typed column cannot hold ``kind`` (None if it can)."""
+    dtype = series.dtype
+    present = series.dropna()
+    if len(present) and present.map(lambda v: isinstance(v, (list, dict, bytes, np.ndarray))).any():
+        return "nested or binary values"
+    if kind in ("category", "string"):
+        return None
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        return f"{dtype} values"
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(dtype):
+            return None
+        text = present.astype("string").str.strip().str.lower()
+        bad = present[~text.isin(["true", "false", "1", "0", "1.0", "0.0", "yes", "no"])]
+    elif pd.api.types.is_numeric_dtype(dtype):
+        return None
+    else:
+        bad = present[pd.to_numeric(present, errors="coerce").isna()]
+    if bad.empty:
+        return None
+    return f"{dtype} values such as {bad.astype(str).unique()[:3].tolist()}"
+
+
+def _check_stored_type(series: pd.Series, kind: str, column: str, where: str, schema: str) -> None:
+    problem = _stored_type_problem(series, kind)
+    if problem is not None:
+        raise PipelineError(
+            f"{where}column {column!r} holds {problem} but the schema ({schema}) declares "
+            f"{kind}; write the column as {kind}, or change types.{column}"
+        )
+
+
+def normalize(
+    frame: pd.DataFrame,
+    cfg: DataConfig,
+    source: str | None = None,
+    typed: bool = False,
+    *,
+    task: str | None = None,
+) -> pd.DataFrame:
     """Rename, clean text, map labels, drop rows without a target and cast types.
+
+    ``source`` names the file in messages. ``typed`` is for Parquet: there a
+    column's type was chosen by whoever wrote the file, so a stored type that
+    cannot hold the declared one is one error naming the column, not values
+    left as text for ``validate`` to count.
 
     ``task`` is the resolved task (see ``data.task``); when None it is
     resolved here from ``data.task`` or inferred from this table's target. A
@@ -137,11 +170,18 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig, task: str | None = None) -> 
     value dropped and counted), a classification target as text labels, so
     later stages read the task back from the dtype (``data.task.task_of_frame``).
     """
+    where = f"{source}: " if source else ""
+    originals = [str(c) for c in frame.columns]
     df = frame.rename(columns=dict(cfg.rename))
     df.columns = [normalize_name(c) for c in df.columns]
-    if df.columns.duplicated().any():
-        dupes = sorted(set(df.columns[df.columns.duplicated()]))
-        raise PipelineError(f"column names collide after normalisation: {dupes}")
+    first: dict[str, int] = {}
+    for i, name in enumerate(df.columns):
+        if name in first:
+            raise PipelineError(
+                f"{where}columns {originals[first[name]]!r} and {originals[i]!r} both become "
+                f"{name!r} after normalisation; rename one in the file or with data.rename"
+            )
+        first[name] = i
     df = df.drop(columns=[c for c in cfg.drop if c in df.columns])
 
     for column in df.select_dtypes(include=["object", "string"]).columns:
@@ -180,6 +220,8 @@ def normalize(frame: pd.DataFrame, cfg: DataConfig, task: str | None = None) -> 
         if column not in df.columns:
             log.warning("declared column %r is missing; validate will reject this table", column)
             continue
+        if typed and kind in COLUMN_TYPES:
+            _check_stored_type(df[column], kind, column, where, cfg.schema)
         df[column] = _cast(df[column], kind, column)
 
     for column in df.columns:

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -186,6 +185,10 @@ def pr_points(y_true: pd.Series, proba: np.ndarray, classes: list[str], label: s
 def calibration_points(
     y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str, bins: int
 ) -> pd.DataFrame:
+    # sklearn.calibration pulls in model_selection, svm and linear_model
+    # (~0.5 s): only evaluate plots calibration; train and register score.
+    from sklearn.calibration import calibration_curve
+
     col = classes.index(label)
     prob_true, prob_pred = calibration_curve(
         np.asarray(y_true).astype(str) == label, proba[:, col], n_bins=bins, strategy="quantile"

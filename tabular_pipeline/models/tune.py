@@ -19,12 +19,14 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from tabular_pipeline.errors import PipelineError
+
+if TYPE_CHECKING:  # a disabled tune stage never touches a frame
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ def run_study(
 ) -> pd.DataFrame:
     """Minimise ``objective`` over ``space``; one row per trial (number, value, params)."""
     import optuna
+    import pandas as pd
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

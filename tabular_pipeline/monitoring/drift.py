@@ -8,14 +8,14 @@ outputs deterministic:
 - the HTML carries random widget ids (uuid7, time-based) and a random
   ``metric_<hex>`` variable name: both are renumbered in order of appearance;
 - scores differ in the last digits with the string hash seed (Evidently sums
-  over Python sets of categories): the stage re-executes itself with
-  ``PYTHONHASHSEED=0`` (:func:`pin_hash_seed`), and the JSON is rounded.
+  over Python sets of categories): dvc.yaml runs the stage with
+  ``PYTHONHASHSEED=0``, :func:`check_hash_seed` refuses any other, and the
+  JSON is rounded.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -37,14 +37,19 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 METRIC_VAR = re.compile(r"metric_[0-9a-f]{32}")
 
 
-def pin_hash_seed(module: str) -> None:
-    """Re-run this stage with a fixed string hash seed, so set order (and sums) are stable."""
-    if os.environ.get("PYTHONHASHSEED") == "0":
-        return
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+def check_hash_seed(hash_randomization: int = sys.flags.hash_randomization) -> None:
+    """Refuse to run with a random string hash seed: the outputs' last digits would vary.
+
+    dvc.yaml runs the stage as ``PYTHONHASHSEED=0 python -m stages.drift``
+    (the seed must be set before Python starts). Failing loudly keeps a
+    direct ``python -m stages.drift`` from writing outputs that differ from
+    ``dvc repro``'s by a few digits and look like real drift.
+    """
+    if hash_randomization:
+        raise PipelineError(
+            "drift needs PYTHONHASHSEED=0 for byte-identical outputs (Evidently sums over "
+            "Python sets): run `dvc repro drift`, or `PYTHONHASHSEED=0 python -m stages.drift`"
+        )
 
 
 @dataclass
@@ -62,22 +67,19 @@ class DriftResult:
 
 def read_batch(path: Path, data: DataConfig, task: str | None = None) -> pd.DataFrame:
     """A current batch (CSV or Parquet) normalised like ingest: names, labels, types."""
-    from tabular_pipeline.data import ingest
+    from tabular_pipeline.data import ingest, reader
 
-    if not path.exists():
-        raise PipelineError(f"drift.current: {path} not found")
-    frame = ingest.read_table(path, data.source.read if path.suffix != ".parquet" else None)
-    if frame.empty:
-        raise PipelineError(f"drift.current: {path} has no rows")
+    frame = reader.read_user_table(path, data.source.read, label="drift.current")
     names = {ingest.normalize_name(data.rename.get(c, c)) for c in frame.columns}
+    typed = reader.table_format(path) == "parquet"
     if data.target in names:
-        return ingest.normalize(frame, data, task)
+        return ingest.normalize(frame, data, str(path), typed, task=task)
     # A prediction log has no label: ingest's "target missing" warning is noise here.
     quiet = logging.getLogger(ingest.__name__)
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return ingest.normalize(frame, data, task)
+        return ingest.normalize(frame, data, str(path), typed, task=task)
     finally:
         quiet.setLevel(level)
 
