@@ -18,7 +18,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env repro params plots remote mlflow-server serve test test-fast lint format report lock chromium clean help
+.PHONY: env repro params plots remote mlflow-server serve monitor test test-fast lint format report lock chromium prometheus clean help
 
 help:
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
@@ -28,6 +28,7 @@ help:
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
 	@echo "make serve    serve the built Bento on 127.0.0.1 (port: serve.port; key: \$$TABULAR_API_KEY)"
+	@echo "make monitor  drift (and live quality with LABELS=file) of the prediction log LOGS=...; exit 1 on a gate failure"
 
 env: $(STAMP)
 
@@ -102,7 +103,18 @@ chromium:
 	      || echo "chromium: install failed; page-rendering tests will fail under CI"; \
 	  else echo "chromium: not installed; install it to run the page-rendering tests"; fi; }
 
-test: env lint chromium
+# Prometheus server and promtool (Debian's package), for the rule unit tests
+# and the scrape test. Skipped when present (or when it cannot be installed:
+# the tests then skip with the reason). The package may start a service: harmless.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq prometheus >/dev/null) \
+	      || echo "prometheus: install failed; the promtool and scrape tests will skip"; \
+	  else echo "prometheus: not installed; install it to run the promtool and scrape tests"; fi; }
+
+test: env lint chromium prometheus
 	$(BIN)/pytest
 
 test-fast: env
@@ -112,6 +124,12 @@ test-fast: env
 # git-ignored BentoML store (.bentoml/). Needs TABULAR_API_KEY unless serve.auth: none.
 serve: env
 	$(BIN)/python -m tabular_pipeline.serving.cli
+
+# Monitoring of served traffic (docs/monitoring.md): LOGS = file, folder, glob or
+# s3:// URL (default monitor.logs), LABELS = prediction_id,label CSV (optional),
+# EXPORT = .parquet for the labelled rows as new training data (docs: Retrain).
+monitor: env
+	PYTHONHASHSEED=0 $(BIN)/python -m tabular_pipeline.monitoring.cli $(if $(LOGS),--logs "$(LOGS)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXPORT),--export-training "$(EXPORT)")
 
 lint: env
 	$(BIN)/ruff check .

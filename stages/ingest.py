@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
-from tabular_pipeline.data.ingest import check_inside, normalize
+from tabular_pipeline.data.ingest import check_inside, concat, expand, normalize
 from tabular_pipeline.data.reader import read_user_table, table_format
 from tabular_pipeline.data.task import task_of_frame
 
@@ -24,15 +24,22 @@ def main() -> None:
         if source is None:
             target.unlink(missing_ok=True)
             continue
-        check_inside(Path(source), Path(data.raw_dir), f"data.source.{name}")
-        raw = read_user_table(Path(source), data.source.read)
-        frame = normalize(
-            raw, data, source, typed=table_format(Path(source)) == "parquet", task=task
-        )
-        if task is None and data.target in frame.columns:
-            task = task_of_frame(frame, data.target)
+        paths = [Path(source)]
+        if name == "train":
+            paths += expand(list(data.source.extra_train))
+        frames = []
+        for path in paths:
+            key = f"data.source.{name}" if path == Path(source) else "data.source.extra_train"
+            check_inside(path, Path(data.raw_dir), key)
+            raw = read_user_table(path, data.source.read)
+            typed = table_format(path) == "parquet"
+            frames.append(normalize(raw, data, str(path), typed=typed, task=task))
+            if task is None and data.target in frames[-1].columns:
+                task = task_of_frame(frames[-1], data.target)
+            log.info("%s: %d rows x %d columns", path, len(frames[-1]), frames[-1].shape[1])
+        frame = concat(frames)
         stage.write_parquet(frame, target)
-        log.info("%s: %d rows x %d columns -> %s", source, len(frame), frame.shape[1], target)
+        log.info("%s: %d rows x %d columns -> %s", name, len(frame), frame.shape[1], target)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ class SourceConfig:
 
     train: str = MISSING
     test: str | None = None
+    # More training rows: paths or globs inside raw_dir (e.g. labelled batches
+    # exported by `make monitor`), appended to `train` in sorted order.
+    extra_train: list[str] = field(default_factory=list)
     read: dict[str, Any] = field(default_factory=dict)
 
 
@@ -365,6 +368,36 @@ class DriftConfig:
     metrics_out: str
     max_rows: int
     gate: DriftGateConfig
+
+
+# `make monitor` (tabular_pipeline/monitoring/monitor.py): not a stage, but a
+# params section like one, parsed by compose with the others.
+@dataclass
+class QualityConfig:
+    metrics: list[str]
+    n_resamples: int
+    confidence: float
+    min_labels: int  # fewer matched labels: reported, not gated
+    max_drop: dict[str, float]  # metric -> allowed drop from the promoted value
+
+
+@dataclass
+class MonitorConfig:
+    logs: str  # default for --logs
+    out_dir: str
+    max_rows: int
+    min_rows: int  # fewer served rows: fail (drift on a handful of rows is noise)
+    gate: DriftGateConfig
+    quality: QualityConfig
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.quality.max_drop) - set(self.quality.metrics))
+        if unknown:
+            raise ValueError(
+                f"quality.max_drop: {unknown} not in quality.metrics {self.quality.metrics}"
+            )
+        if not 0 < self.quality.confidence < 1:
+            raise ValueError(f"quality.confidence: {self.quality.confidence!r} must be in (0, 1)")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from tabular_pipeline.config import (
     EvaluateConfig,
     FeaturizeConfig,
     IngestConfig,
+    MonitorConfig,
     RegisterConfig,
     SplitConfig,
     TrackingConfig,
@@ -41,6 +42,7 @@ SECTIONS: dict[str, type] = {
     "register": RegisterConfig,
     "package": PackageConfig,
     "serve": ServeConfig,
+    "monitor": MonitorConfig,
 }
 
 

@@ -353,6 +353,7 @@ def test_prediction_log_records_a_regressors_value(tmp_path: Path) -> None:
     log.close()
     records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["prediction"] for r in records] == [3.5, -1.0]
+    assert [r["prediction_id"] for r in records] == ["", ""]
     assert records[0]["features"] == {"x": 1.0} and "label" not in records[0]
 
 

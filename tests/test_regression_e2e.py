@@ -85,7 +85,7 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
         one = httpx.post(f"{url}/predict", json=rows[0], headers=auth, timeout=30)
         assert one.status_code == 200, one.text
         body = one.json()
-        assert set(body) == {"prediction", "variant", "model_version"}
+        assert set(body) == {"prediction_id", "prediction", "variant", "model_version"}
         assert isinstance(body["prediction"], float)
         batch = httpx.post(f"{url}/predict_batch", json=rows, headers=auth, timeout=30).json()
         expected = pd.read_parquet(project / "data/predictions/test.parquet")["predicted"]

@@ -2,16 +2,20 @@
 
 One service start per session (fixture ``served``): a copy of the built
 sample project with a challenger variant (the same model from git HEAD) and
-the prediction log on, so every endpoint, auth, 4xx case, A/B and the log
+the prediction log (on by default), so every endpoint, auth, 4xx case, A/B and the log
 are checked against one running server.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,7 @@ import yaml
 from tabular_pipeline.serving import package
 from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
-from tests.servers import bento_server
+from tests.servers import bento_server, free_port
 
 # One worker runs them all: the session's one served Bento (fixture ``served``).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("served")]
@@ -76,7 +80,6 @@ def served(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     cfg = project / "conf/config.yaml"
     text = cfg.read_text()
     text = text.replace("rev: null ", "rev: HEAD ").replace("share: 0.1 ", "share: 0.3 ")
-    text = text.replace("path: null ", "path: logs/predictions.jsonl ")
     text = text.replace("max_batch_rows: 1000", "max_batch_rows: 900")
     cfg.write_text(text)
     out = run(["dvc", "repro"], project)
@@ -258,3 +261,155 @@ def test_fuzz_the_openapi_spec_with_schemathesis(served: Served) -> None:
     assert out.returncode == 0, out.stdout[-6000:]
     generated = re.search(r"(\d+) generated", out.stdout)
     assert generated and int(generated.group(1)) >= 1000, out.stdout[-2000:]
+
+
+# --- monitoring and Prometheus (docs/monitoring.md) -------------------------------------
+
+
+def start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real Prometheus (Debian's) scraping ``target`` every second, with the shipped rules."""
+    port = free_port()
+    rules = Path(__file__).resolve().parents[1] / "monitoring/prometheus/alerts.yml"
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {"job_name": "tabular-service", "static_configs": [{"targets": [target]}]}
+        ],
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (tmp / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def prom_query(url: str, query: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5)
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"]["result"])
+
+
+def exposed_names(metrics_text: str) -> set[str]:
+    return {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in metrics_text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_monitor_flags_shifted_traffic_and_prometheus_scrapes_it(
+    served: Served, tmp_path: Path
+) -> None:
+    """Acceptance of issue 16 on one served Bento: only sex=Female traffic.
+
+    `monitor` must name the drifted column and exit 1; the delayed labels are
+    joined by prediction_id; a real Prometheus reads tabular_predictions_total.
+    """
+    from tabular_pipeline.monitoring import dashboard
+    from tests.test_monitoring import EXPORTED, METRIC_NAME, SERVICE_METRICS
+
+    prom = None
+    if shutil.which("prometheus"):
+        prom, prom_url = start_prometheus(tmp_path, served.url.removeprefix("http://"))
+    test = pd.read_parquet(served.project / "data/split/test.parquet")
+    female = [i for i, row in enumerate(served.rows) if row["sex"] == "Female"]
+    assert 150 < len(female) < 400, len(female)
+    offset = served.log.stat().st_size if served.log.exists() else 0
+    ids: dict[str, int] = {}
+    for start in range(0, len(female), 50):
+        chunk = female[start : start + 50]
+        body = post(served, "/predict_batch", [served.rows[i] for i in chunk]).json()
+        assert len(body["prediction_ids"]) == len(chunk), body
+        ids.update(zip(body["prediction_ids"], chunk, strict=True))
+    single = post(served, "/predict", served.rows[female[0]]).json()
+    ids[single["prediction_id"]] = female[0]
+    assert len(ids) == len(female) + 1  # unique per prediction, even for a repeated row
+
+    # The log lines of this traffic, plus a corrupt line and a torn last line.
+    with served.log.open("rb") as fh:
+        fh.seek(offset)
+        lines = fh.read().decode().splitlines()
+    assert {json.loads(line)["prediction_id"] for line in lines} == set(ids)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines.insert(5, "{garbage")
+    (logs / "predictions.jsonl").write_text("\n".join(lines) + '\n{"prediction_id": "x", "ts": 1')
+    labels = tmp_path / "labels.csv"
+    target = test["income"].astype(str).tolist()
+    rows = [f"{pid},{target[i]}" for pid, i in ids.items()] + ["nope-1,>50K", "nope-2,<=50K"]
+    labels.write_text("prediction_id,label\n" + "\n".join(rows) + "\n")
+
+    out_dir = tmp_path / "monitor"
+    cmd = [sys.executable, "-m", "tabular_pipeline.monitoring.cli", "--logs", str(logs)]
+    cmd += ["--labels", str(labels), "--out", str(out_dir)]
+    result = subprocess.run(cmd, cwd=served.project, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-4000:]
+    err = result.stderr
+    assert "Traceback" not in err
+    assert "predictions.jsonl:6: skipped line: not valid JSON" in err
+    assert f"predictions.jsonl:{len(lines) + 1}: skipped line" in err
+    assert "monitoring gate failed" in err and "critical column 'sex' drifted" in err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert "sex" in summary["drift"]["drifted_columns"]
+    assert summary["rows"]["served"] == len(ids) and summary["logs"]["skipped_lines"] == 2
+    assert summary["variants"]["champion"]["is_workspace_model"]
+    counts = summary["quality"]["counts"]
+    assert counts == {
+        "labels": len(ids) + 2,
+        "matched": len(ids),
+        "unknown_ids": 2,
+        "served": len(ids),
+    }
+    live = {row["metric"]: row for row in summary["quality"]["metrics"]}
+    assert live["accuracy"]["promoted"] is not None and live["accuracy"]["ci"]["low"] > 0.5
+    prom_text = (out_dir / "monitor.prom").read_text()
+    assert 'tabular_monitor_column_drifted{column="sex",model="adult"} 1' in prom_text
+    assert 'tabular_monitor_gate_passed{model="adult"} 0' in prom_text
+    assert (out_dir / "report.html").stat().st_size > 100_000
+    # The pipeline is untouched: monitoring is not a stage.
+    status = run(["dvc", "status", "--json"], served.project)
+    assert json.loads(status.stdout or "{}") == {}, status.stdout
+
+    # Dashboard and alert queries name metrics this service really exposes.
+    exposed = exposed_names(httpx.get(f"{served.url}/metrics").text)
+    assert exposed >= SERVICE_METRICS, SERVICE_METRICS - exposed
+    used = {n for q in dashboard.queries(dashboard.dashboard()) for n in METRIC_NAME.findall(q)}
+    assert used <= exposed | EXPORTED, used - exposed - EXPORTED
+    metrics_text = httpx.get(f"{served.url}/metrics").text
+    assert re.search(r'bentoml_service_request_total{[^}]*endpoint="/predict_batch"', metrics_text)
+    assert re.search(r'bentoml_service_request_total{[^}]*http_response_code="200"', metrics_text)
+
+    if prom is None:
+        pytest.skip("prometheus not installed (`make prometheus`): scrape not checked")
+    try:
+        deadline = time.time() + 60
+        seen: list[dict[str, Any]] = []
+        while time.time() < deadline:
+            try:
+                seen = prom_query(prom_url, 'sum(tabular_predictions_total{variant="champion"})')
+            except httpx.HTTPError:
+                seen = []
+            if seen and float(seen[0]["value"][1]) >= len(ids):
+                break
+            time.sleep(1)
+        assert seen and float(seen[0]["value"][1]) >= len(ids), (
+            tmp_path / "prometheus.log"
+        ).read_text()[-3000:]
+        up = prom_query(prom_url, 'up{job="tabular-service"}')
+        assert up and up[0]["value"][1] == "1"
+        groups = httpx.get(f"{prom_url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        assert len(rules) >= 10 and all(r["health"] != "err" for r in rules), rules
+    finally:
+        os.killpg(prom.pid, signal.SIGTERM)
+        prom.wait(timeout=20)

@@ -87,7 +87,7 @@ def make_targets() -> set[str]:
 # --- shared setup ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["test.yml", "pr-report.yml", "cache.yml"])
+@pytest.mark.parametrize("name", ["test.yml", "pr-report.yml", "cache.yml", "monitor.yml"])
 def test_common_setup(name: str) -> None:
     wf = load(name)
     job = only_job(wf)
@@ -222,3 +222,49 @@ def test_cache_workflow_pushes_run_cache_on_main_only_with_a_remote() -> None:
     for i in (push, repro):
         assert all_steps[i]["if"] == "env.DVC_REMOTE_URL != ''"
     assert {"remote", "repro", "env"} <= make_targets()
+
+
+# --- monitor.yml ----------------------------------------------------------------------
+
+
+def test_monitor_workflow_is_scheduled_and_dispatchable() -> None:
+    wf = load("monitor.yml")
+    on = triggers(wf)
+    assert set(on) == {"schedule", "workflow_dispatch"}
+    cron = on["schedule"][0]["cron"].split()
+    # Not at minute 0: the top of the hour is when GitHub delays or drops scheduled runs.
+    assert len(cron) == 5 and cron[0] != "0" and cron[0].isdigit()
+    assert "logs_url" in on["workflow_dispatch"]["inputs"]
+    assert wf["permissions"] == {"contents": "read", "issues": "write"}
+    # The limits of scheduled runs are stated where a maintainer reads them.
+    text = (WORKFLOWS / "monitor.yml").read_text(encoding="utf-8")
+    for limit in ("default branch", "5 minutes", "60 days", "dropped"):
+        assert limit in text, limit
+
+
+def test_monitor_workflow_fetches_monitors_uploads_and_opens_an_issue() -> None:
+    wf = load("monitor.yml")
+    job = only_job(wf)
+    all_steps = steps(job)
+    restore = index_of(all_steps, runs(r"dvc pull split train"), "restores the reference")
+    fetch = index_of(all_steps, runs(r"aws s3 sync"), "fetches the logs")
+    monitor = index_of(all_steps, runs(r"make monitor LOGS=logs"), "runs `make monitor`")
+    upload = index_of(all_steps, uses("actions/upload-artifact"), "uploads the report")
+    issue = index_of(all_steps, runs(r"gh issue create"), "opens an issue")
+    assert restore < fetch < monitor < upload < issue
+    # Without a remote the reference is rebuilt; the fetch fails loudly without logs.
+    assert "make repro" in all_steps[restore]["run"]
+    assert "exit 1" in all_steps[fetch]["run"]
+    assert job["env"]["LOGS_URL"] == "${{ inputs.logs_url || secrets.MONITOR_LOGS_URL }}"
+    # A gate failure fails the step (pipefail through tee) and so the job.
+    assert all_steps[monitor]["shell"] == "bash" and all_steps[monitor]["id"] == "monitor"
+    assert "| tee reports/monitor.log" in all_steps[monitor]["run"]
+    artifact = all_steps[upload]
+    assert artifact["if"] == "always()" and artifact["with"]["name"] == "monitoring-report"
+    assert "reports/monitor" in artifact["with"]["path"].split()
+    step = all_steps[issue]
+    assert step["if"] == "failure() && steps.monitor.outcome == 'failure'"
+    assert env_of(wf, job, step)["GH_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert {"monitor", "remote", "repro", "env"} <= make_targets()
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "tabular_pipeline.monitoring.cli" in makefile

@@ -7,6 +7,7 @@ reports every problem at once instead of ingest dying on the first one.
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 from pathlib import Path
@@ -232,3 +233,36 @@ def normalize(
         elif df[column].dtype == object or pd.api.types.is_string_dtype(df[column]):
             df[column] = df[column].astype("string").astype("category")
     return df
+
+
+def expand(patterns: list[str]) -> list[Path]:
+    """Paths and globs in order given, each glob's matches sorted; duplicates once."""
+    found: list[Path] = []
+    for pattern in patterns:
+        magic = any(ch in pattern for ch in "*?[")
+        matches = sorted(glob.glob(pattern)) if magic else [pattern]
+        if not matches:
+            log.info("data.source.extra_train: %s matches no file yet", pattern)
+        for match in matches:
+            path = Path(match)
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Row-bind normalised tables; a category column stays categorical (union of values).
+
+    pandas turns categoricals with different categories into object when
+    concatenating, which the featurizer would then treat differently.
+    """
+    if len(frames) == 1:
+        return frames[0]
+    categorical = [
+        c for c in dict.fromkeys(c for f in frames for c in f.columns)
+        if any(isinstance(f[c].dtype, pd.CategoricalDtype) for f in frames if c in f.columns)
+    ]
+    out = pd.concat(frames, ignore_index=True)
+    for column in categorical:
+        out[column] = out[column].astype("string").astype("category")
+    return out

@@ -104,10 +104,20 @@ def _prediction(pipeline: Any, frame: pd.DataFrame, positive: str | None) -> pd.
         return pd.Series(np.asarray(pipeline.predict(frame), dtype=np.float64), index=frame.index)
     proba = pipeline.predict_proba(frame)
     classes = [str(c) for c in pipeline.classes_]
+    return prediction_column(np.asarray(proba), classes, positive, frame.index)
+
+
+def prediction_column(
+    proba: np.ndarray, classes: list[str], positive: str | None, index: Any = None
+) -> pd.Series:
+    """Binary: probability of the positive class (numeric); else the predicted label.
+
+    Shared by the drift stage (re-predicted) and monitoring (served, from the log).
+    """
     if len(classes) == 2:
         col = classes.index(positive) if positive in classes else 1
-        return pd.Series(proba[:, col], index=frame.index)
-    return pd.Series(np.asarray(classes)[proba.argmax(axis=1)], index=frame.index)
+        return pd.Series(proba[:, col], index=index)
+    return pd.Series(np.asarray(classes)[proba.argmax(axis=1)], index=index)
 
 
 def prepare(
@@ -117,17 +127,24 @@ def prepare(
     pipeline: Any,
     max_rows: int,
     seed: int,
+    served: str | None = None,
+    source: str = "drift.current",
 ) -> tuple[pd.DataFrame, pd.DataFrame, Columns]:
-    """Feature columns of both sides (target dropped), typed, plus the model's prediction."""
+    """Feature columns of both sides (target dropped), typed, plus the model's prediction.
+
+    ``served`` names a column of ``current`` that already holds the prediction
+    (monitoring: what the service answered); otherwise the model predicts it.
+    """
     features = [c for c in reference.columns if c != data.target]
     missing = [c for c in features if c not in current.columns]
     if missing:
         raise PipelineError(
-            f"drift.current: missing feature column(s) {missing}; "
+            f"{source}: missing feature column(s) {missing}; "
             f"a batch needs every training feature ({features})"
         )
     ref = _sample(reference[features], max_rows, seed)
-    cur = _sample(current[features], max_rows, seed)
+    cur = _sample(current[features + ([served] if served else [])], max_rows, seed)
+    served_values = cur.pop(served) if served else None
     for column in features:
         if _kind(ref, column, data.types) == "categorical":
             # Same dtype on both sides: a category dtype with different
@@ -143,7 +160,11 @@ def prepare(
     name = PREDICTION if PREDICTION not in features else f"model_{PREDICTION}"
     positive = None if data.positive_label is None else str(data.positive_label)
     ref[name] = _prediction(pipeline, ref[features], positive)
-    cur[name] = _prediction(pipeline, cur[features], positive)
+    cur[name] = (
+        served_values
+        if served_values is not None
+        else _prediction(pipeline, cur[features], positive)
+    )
     (cols.numerical if pd.api.types.is_numeric_dtype(ref[name]) else cols.categorical).append(name)
     cols.prediction = name
     return ref, cur, cols
@@ -208,7 +229,10 @@ def parse_snapshot(snap: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summarise(
-    columns: list[dict[str, Any]], prediction: str | None, gate: DriftGateConfig
+    columns: list[dict[str, Any]],
+    prediction: str | None,
+    gate: DriftGateConfig,
+    key: str = "drift.gate",
 ) -> dict[str, Any]:
     """Share of drifted feature columns, prediction drift, and the gate's violations."""
     features = [c for c in columns if c["column"] != prediction]
@@ -221,12 +245,12 @@ def summarise(
     if features and share >= gate.max_drift_share:
         failures.append(
             f"{len(drifted)} of {len(features)} feature columns drifted (share {share:.3f} >= "
-            f"drift.gate.max_drift_share {gate.max_drift_share}): {', '.join(drifted)}"
+            f"{key}.max_drift_share {gate.max_drift_share}): {', '.join(drifted)}"
         )
     for column in gate.critical_columns:
         info = by_name.get(column)
         if info is None:
-            failures.append(f"critical column {column!r} is not in the data (drift.gate)")
+            failures.append(f"critical column {column!r} is not in the data ({key})")
         elif info["drifted"]:
             failures.append(_column_line(info, "critical column"))
     if gate.prediction and pred is not None and pred["drifted"]:

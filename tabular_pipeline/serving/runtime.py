@@ -134,7 +134,10 @@ def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -
 
 # -- prediction log ----------------------------------------------------------------
 class PredictionLog:
-    """JSON lines of served requests (features, prediction, variant, time), rotated by size."""
+    """JSON lines of served requests (id, features, prediction, variant, time), rotated by size.
+
+    One line per row; ``tabular_pipeline.monitoring.logs`` reads them back.
+    """
 
     def __init__(self, path: str, max_bytes: int, backups: int, worker: int = 0) -> None:
         target = Path(path)
@@ -152,11 +155,18 @@ class PredictionLog:
         self.logger.handlers = [handler]
 
     def write(
-        self, rows: list[dict[str, Any]], labels: list[str], probas: Any, variant: Variant
+        self,
+        rows: list[dict[str, Any]],
+        labels: list[str],
+        probas: Any,
+        variant: Variant,
+        ids: list[str] | None = None,
     ) -> None:
         now = time.time()
-        for row, label, proba in zip(rows, labels, probas, strict=True):
+        ids = ids if ids is not None else [""] * len(rows)
+        for row, label, proba, pid in zip(rows, labels, probas, ids, strict=True):
             record = {
+                "prediction_id": pid,
                 "ts": now,
                 "variant": variant.name,
                 "model_sha256": variant.sha256,
@@ -166,11 +176,19 @@ class PredictionLog:
             }
             self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
 
-    def write_values(self, rows: list[dict[str, Any]], values: Any, variant: Variant) -> None:
+    def write_values(
+        self,
+        rows: list[dict[str, Any]],
+        values: Any,
+        variant: Variant,
+        ids: list[str] | None = None,
+    ) -> None:
         """A regressor's records: the predicted value instead of a label and probabilities."""
         now = time.time()
-        for row, value in zip(rows, values, strict=True):
+        ids = ids if ids is not None else [""] * len(rows)
+        for row, value, pid in zip(rows, values, ids, strict=True):
             record = {
+                "prediction_id": pid,
                 "ts": now,
                 "variant": variant.name,
                 "model_sha256": variant.sha256,

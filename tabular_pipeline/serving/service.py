@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,7 @@ REGRESSION = CONFIG.task == "regression"
 
 class Prediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
+    prediction_id: str  # joins a delayed label to this prediction (see docs/monitoring.md)
     label: str
     probabilities: dict[str, float]
     variant: str
@@ -53,6 +55,7 @@ class Prediction(BaseModel):
 
 class BatchPrediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
+    prediction_ids: list[str]  # one per row, in order
     labels: list[str]
     probabilities: list[dict[str, float]]
     variant: str
@@ -63,6 +66,7 @@ class ValuePrediction(BaseModel):
     """A regressor's answer: the predicted value in the target's units."""
 
     model_config = ConfigDict(protected_namespaces=())
+    prediction_id: str  # joins a delayed label to this prediction (see docs/monitoring.md)
     prediction: float
     variant: str
     model_version: str
@@ -70,6 +74,7 @@ class ValuePrediction(BaseModel):
 
 class BatchValuePrediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
+    prediction_ids: list[str]  # one per row, in order
     predictions: list[float]
     variant: str
     model_version: str
@@ -156,11 +161,14 @@ class TabularService:
             time.perf_counter() - start
         )
         self.requests.labels(variant=variant.name, endpoint=endpoint).inc(len(rows))
+        # Random, not derived from the row: the same row sent twice is two predictions.
+        ids = [uuid.uuid4().hex for _ in rows]
         ctx.response.metadata["x-model-variant"] = variant.name
         if REGRESSION:
             if self.prediction_log is not None:
-                self.prediction_log.write_values(rows, output, variant)
+                self.prediction_log.write_values(rows, output, variant, ids)
             return BatchValuePrediction(
+                prediction_ids=ids,
                 predictions=[float(v) for v in output],
                 variant=variant.name,
                 model_version=_version(variant),
@@ -169,8 +177,9 @@ class TabularService:
         labels = [classes[i] for i in output.argmax(axis=1)]
         probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in output]
         if self.prediction_log is not None:
-            self.prediction_log.write(rows, labels, output, variant)
+            self.prediction_log.write(rows, labels, output, variant, ids)
         return BatchPrediction(
+            prediction_ids=ids,
             labels=labels,
             probabilities=probabilities,
             variant=variant.name,
@@ -184,12 +193,14 @@ class TabularService:
         batch = self._run([_fields(row)], ctx, "predict")
         if isinstance(batch, BatchValuePrediction):
             return ValuePrediction(
+                prediction_id=batch.prediction_ids[0],
                 prediction=batch.predictions[0],
                 variant=batch.variant,
                 model_version=batch.model_version,
             )
         assert isinstance(batch, BatchPrediction)
         return Prediction(
+            prediction_id=batch.prediction_ids[0],
             label=batch.labels[0],
             probabilities=batch.probabilities[0],
             variant=batch.variant,

@@ -1,0 +1,320 @@
+"""Monitoring of served traffic: log reading, labels, live quality, textfile, retrain batch.
+
+Pure functions on tiny fixtures; the whole command on a served Bento's real
+log is in tests/test_serving_e2e.py (one served session).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabular_pipeline.config import DataConfig, MonitorConfig, load_params, parse_section
+from tabular_pipeline.data import ingest
+from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.monitoring import dashboard, export, logs, quality, retrain
+from tests.conftest import ROOT
+
+# What the running service exposes (checked against a live /metrics in
+# tests/test_serving_e2e.py): the model's metrics and BentoML's own.
+SERVICE_METRICS = {
+    "tabular_predictions_total",
+    "tabular_predict_seconds_bucket",
+    "bentoml_service_request_total",
+    "bentoml_service_request_duration_seconds_bucket",
+}
+EXPORTED = {export.PREFIX + name for name in export.METRICS}
+METRIC_NAME = re.compile(r"\b((?:tabular|bentoml)_[a-z_]+)\b")
+
+
+def record(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "prediction_id": f"id{i:03d}",
+        "ts": 1000.0 + i,
+        "variant": "champion",
+        "model_sha256": "abc",
+        "features": {"age": 30 + i % 7, "sex": "Female" if i % 2 else "Male"},
+        "label": ">50K" if i % 3 == 0 else "<=50K",
+        "proba": [0.3, 0.7] if i % 3 == 0 else [0.8, 0.2],
+    } | extra
+
+
+def write_log(path: Path, records: list[Any], tail: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    path.write_text("\n".join(lines) + "\n" + tail, encoding="utf-8")
+    return path
+
+
+def test_corrupt_and_torn_lines_are_counted_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "logs"
+    write_log(folder / "predictions.jsonl.1", [record(i) for i in range(3, 6)])
+    write_log(
+        folder / "predictions.jsonl",
+        [record(0), "{not json", record(1), '["a list"]', {"features": {}}, record(2)],
+        tail='{"prediction_id": "id999", "ts": 12',  # a line being written
+    )
+    (folder / "notes.txt").write_text("not a log")
+    with caplog.at_level(logging.WARNING):
+        batch = logs.read_logs(str(folder))
+    assert batch.skipped == 4
+    names = [Path(w).name for w in batch.skipped_where]
+    assert names == [
+        "predictions.jsonl:2",
+        "predictions.jsonl:4",
+        "predictions.jsonl:5",
+        "predictions.jsonl:7",
+    ]
+    assert "predictions.jsonl:2: skipped line: not valid JSON" in caplog.text
+    assert "predictions.jsonl:5: skipped line: missing key(s) ['proba', 'label']" in caplog.text
+    # Sorted by time, whatever the file order: rotated backups hold older rows.
+    assert batch.served["prediction_id"].tolist() == [f"id{i:03d}" for i in range(6)]
+    assert batch.features.columns.tolist() == ["age", "sex"]
+    # A glob and a single file name the same rows.
+    assert len(logs.read_logs(str(folder / "predictions.jsonl*")).features) == 6
+    assert len(logs.read_logs(str(folder / "predictions.jsonl")).features) == 3
+
+
+def test_fsspec_urls_are_read_like_files() -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe(
+        "/bucket/logs/predictions.jsonl",
+        "\n".join(json.dumps(record(i)) for i in range(4)).encode(),
+    )
+    batch = logs.read_logs("memory://bucket/logs/*.jsonl*")
+    assert len(batch.features) == 4 and batch.files == ["memory:///bucket/logs/predictions.jsonl"]
+
+
+def test_empty_or_missing_logs_fail_with_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="no prediction log found"):
+        logs.read_logs(str(tmp_path / "nothing" / "*.jsonl"))
+    empty = write_log(tmp_path / "empty.jsonl", [])
+    empty.write_text("")
+    with pytest.raises(
+        PipelineError, match=r"no valid prediction lines in 1 file\(s\) \(empty log\)"
+    ):
+        logs.read_logs(str(empty))
+    torn = write_log(tmp_path / "torn.jsonl", ["{", "[1"])
+    with pytest.raises(PipelineError, match=r"2 corrupt line\(s\) skipped"):
+        logs.read_logs(str(torn))
+
+
+def test_labels_file_checks_and_unknown_ids_are_counted(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n1,x\n")
+    with pytest.raises(PipelineError, match=r"missing column\(s\) \['prediction_id'\]"):
+        logs.read_labels(bad)
+    dupes = tmp_path / "dupes.csv"
+    dupes.write_text("prediction_id,label\na,x\na,y\n")
+    with pytest.raises(PipelineError, match="duplicate prediction_id"):
+        logs.read_labels(dupes)
+    with pytest.raises(PipelineError, match="file not found"):
+        logs.read_labels(tmp_path / "none.csv")
+    good = tmp_path / "labels.csv"
+    good.write_text("prediction_id,label\nid000,>50K\nid001,<=50K\nzzz,>50K\nyyy,<=50K\n")
+    served = pd.DataFrame({"prediction_id": ["id000", "id001", "id002"], "proba": [[0.1, 0.9]] * 3})
+    joined, counts = quality.join_labels(served, logs.read_labels(good))
+    assert counts == {"labels": 4, "matched": 2, "unknown_ids": 2, "served": 3}
+    assert joined["actual"].tolist() == [">50K", "<=50K"]
+
+
+def joined_frame(n: int, accuracy: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    actual = rng.choice(["<=50K", ">50K"], size=n)
+    right = rng.random(n) < accuracy
+    p_pos = np.where((actual == ">50K") == right, 0.8, 0.2)
+    return pd.DataFrame({"actual": actual, "proba": [[1 - p, p] for p in p_pos]})
+
+
+def test_live_quality_gates_on_a_drop_beyond_the_configured_one() -> None:
+    classes = ["<=50K", ">50K"]
+    promoted = {"accuracy": 0.87, "roc_auc": 0.92, "log_loss": 0.28}
+    limits = {"accuracy": 0.05, "log_loss": 0.1}
+    metrics = ["accuracy", "roc_auc", "log_loss"]
+    worse = quality.live_metrics(joined_frame(400, 0.7), classes, metrics, 200, 0.95, 0)
+    assert worse["n_rows"] == 400 and set(worse["ci"]) == {"accuracy", "roc_auc"}
+    low, high = worse["ci"]["accuracy"]["low"], worse["ci"]["accuracy"]["high"]
+    assert low < worse["values"]["accuracy"] < high
+    rows, failures = quality.compare(worse, promoted, limits, n_labels=400, min_labels=100)
+    by = {r["metric"]: r for r in rows}
+    assert by["accuracy"]["failed"] and by["accuracy"]["drop"] > 0.05
+    # log_loss: lower is better, so a *rise* is the drop.
+    assert by["log_loss"]["drop"] == pytest.approx(by["log_loss"]["live"] - 0.28, abs=1e-6)
+    assert len(failures) == sum(r["failed"] for r in rows) >= 1
+    assert failures[0].startswith("live accuracy 0.") and "max_drop.accuracy 0.05" in failures[0]
+    # Too few labels: the same drop is reported, not gated.
+    rows, failures = quality.compare(worse, promoted, limits, n_labels=40, min_labels=100)
+    assert failures == [] and not any(r["failed"] for r in rows)
+    fine = quality.live_metrics(joined_frame(400, 0.9), classes, metrics, 200, 0.95, 0)
+    assert quality.compare(fine, promoted, limits, 400, 100)[1] == []
+
+
+def test_labels_outside_the_classes_are_rejected() -> None:
+    frame = joined_frame(10, 0.9)
+    frame.loc[0, "actual"] = "maybe"
+    with pytest.raises(PipelineError, match=r"unknown label\(s\) \['maybe'\]"):
+        quality.live_metrics(frame, ["<=50K", ">50K"], ["accuracy"], 10, 0.95, 0)
+
+
+def test_monitor_section_of_the_committed_params_parses_and_checks_max_drop() -> None:
+    params = load_params(ROOT / "params.yaml")
+    cfg = parse_section(params, "monitor", MonitorConfig)
+    assert cfg.gate.critical_columns == params["data"]["sensitive"]
+    assert set(cfg.quality.max_drop) <= set(cfg.quality.metrics)
+    section = params["monitor"] | {
+        "quality": params["monitor"]["quality"] | {"max_drop": {"f1": 1}}
+    }
+    with pytest.raises(
+        PipelineError, match=r"section 'monitor': quality.max_drop: \['f1'\] not in quality.metrics"
+    ):
+        parse_section({"monitor": section}, "monitor", MonitorConfig)
+
+
+def summary_fixture(quality_part: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "drift": {
+            "drift_share": 0.25,
+            "n_drifted": 1,
+            "prediction_drifted": False,
+            "prediction": {"column": "prediction"},
+            "columns": [
+                {"column": "age", "method": "K-S p_value", "score": 0.4, "drifted": False},
+                {"column": "prediction", "method": "Wasserstein", "score": 0.01, "drifted": False},
+                {
+                    "column": 'se"x',
+                    "method": "Jensen-Shannon distance",
+                    "score": 0.3,
+                    "drifted": True,
+                },
+            ],
+        },
+        "rows": {"current": 300},
+        "logs": {"skipped_lines": 2},
+        "gate_failures": ["critical column 'sex' drifted"],
+        "quality": quality_part,
+    }
+
+
+def test_textfile_is_valid_exposition_and_deterministic(tmp_path: Path) -> None:
+    quality_part = {
+        "counts": {"matched": 150},
+        "metrics": [
+            {"metric": "accuracy", "live": 0.8, "ci": {"low": 0.75, "high": 0.85}, "promoted": 0.87}
+        ],
+    }
+    text = export.render(summary_fixture(quality_part), "adult")
+    assert text == export.render(summary_fixture(quality_part), "adult")
+    lines = text.splitlines()
+    assert 'tabular_monitor_drift_share{model="adult"} 0.25' in lines
+    assert 'tabular_monitor_column_drifted{column="se\\"x",model="adult"} 1' in lines
+    assert 'tabular_monitor_gate_passed{model="adult"} 0' in lines
+    assert 'tabular_monitor_live_metric_low{metric="accuracy",model="adult"} 0.75' in lines
+    assert not any('column="prediction"' in line for line in lines)
+    names = {line.split("{")[0].split(" ")[0] for line in lines if not line.startswith("#")}
+    assert names <= EXPORTED
+    no_labels = export.render(summary_fixture(None), "adult")
+    assert "live_metric" not in no_labels and "labels_matched" not in no_labels
+    import shutil
+    import subprocess
+
+    if shutil.which("promtool"):
+        out = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dashboard_file_is_generated_and_queries_known_metrics() -> None:
+    committed = (ROOT / dashboard.OUT).read_text(encoding="utf-8")
+    assert committed == dashboard.render(), "run python -m tabular_pipeline.monitoring.dashboard"
+    board = json.loads(committed)
+    titles = " ".join(p["title"].lower() for p in board["panels"])
+    for topic in ("variant", "latency", "error rate", "drift share", "live quality"):
+        assert topic in titles
+    used = {name for q in dashboard.queries(board) for name in METRIC_NAME.findall(q)}
+    assert used <= SERVICE_METRICS | EXPORTED, used - SERVICE_METRICS - EXPORTED
+    assert {"tabular_predictions_total", "tabular_monitor_drift_share"} <= used
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+
+
+def test_labelled_batch_is_read_back_by_ingest_as_training_rows(
+    tmp_path: Path, adult_cfg: DataConfig
+) -> None:
+    raw = ingest.read_table(ROOT / adult_cfg.source.train, dict(adult_cfg.source.read)).head(300)
+    train = ingest.normalize(raw, adult_cfg)
+    features = train.drop(columns=[adult_cfg.target]).head(40)
+    # What a prediction log holds: JSON values of the served rows.
+    served_features = pd.DataFrame(json.loads(features.to_json(orient="records")))
+    served = pd.DataFrame({"prediction_id": [f"p{i}" for i in range(40)]})
+    labels = pd.DataFrame({"prediction_id": ["p3", "p1", "zz"], "label": [">50K", "<=50K", ">50K"]})
+    rows = retrain.labelled_rows(served_features, served, labels, adult_cfg.target)
+    assert len(rows) == 2 and rows[adult_cfg.target].tolist() == ["<=50K", ">50K"]
+    batch_dir = tmp_path / "batches"
+    retrain.write_batch(rows, batch_dir / "b1.parquet")
+    retrain.write_batch(rows.head(1), batch_dir / "b2.parquet")
+    with pytest.raises(PipelineError, match=r"\.parquet file"):
+        retrain.write_batch(rows, tmp_path / "b.csv")
+    with pytest.raises(PipelineError, match="no labelled rows"):
+        retrain.write_batch(rows.head(0), tmp_path / "b.parquet")
+    paths = ingest.expand([str(batch_dir / "*.parquet"), str(batch_dir / "b1.parquet")])
+    assert [p.name for p in paths] == ["b1.parquet", "b2.parquet"]
+    frames = [train] + [ingest.normalize(ingest.read_table(p), adult_cfg) for p in paths]
+    both = ingest.concat(frames)
+    assert len(both) == 303 and list(both.columns) == list(train.columns)
+    for column in train.columns:
+        if isinstance(train[column].dtype, pd.CategoricalDtype):
+            assert isinstance(both[column].dtype, pd.CategoricalDtype), column
+        else:
+            assert both[column].dtype == train[column].dtype or column == adult_cfg.target, column
+    assert both[adult_cfg.target].iloc[-3:].tolist() == ["<=50K", ">50K", "<=50K"]
+    assert ingest.expand([str(tmp_path / "none" / "*.parquet")]) == []
+
+
+def test_ingest_stage_appends_extra_train_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adult_cfg: DataConfig
+) -> None:
+    """The stage itself: `data.source.extra_train` globs inside raw_dir join the train rows."""
+    import yaml
+
+    from stages import ingest as ingest_stage
+
+    raw_dir = tmp_path / "data/raw/adult"
+    (raw_dir / "batches").mkdir(parents=True)
+    raw = ingest.read_table(ROOT / adult_cfg.source.train, dict(adult_cfg.source.read))
+    raw.head(200).to_csv(raw_dir / "train.csv", index=False)
+    train = ingest.normalize(raw.head(200), adult_cfg)
+    batch = train.tail(30).astype({c: object for c in train.columns})
+    retrain.write_batch(batch.reset_index(drop=True), raw_dir / "batches/b1.parquet")
+    params = load_params(ROOT / "params.yaml")
+    params["data"]["schema"] = str(ROOT / params["data"]["schema"])
+    params["data"]["raw_dir"] = "data/raw/adult"
+    params["data"]["source"] |= {
+        "train": "data/raw/adult/train.csv",
+        "test": None,
+        "extra_train": ["data/raw/adult/batches/*.parquet"],
+    }
+    params["ingest"]["out_dir"] = "out"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    ingest_stage.main()
+    out = pd.read_parquet(tmp_path / "out/train.parquet")
+    assert len(out) == 230 and list(out.columns) == list(train.columns)
+    # The appended rows read back as they were (JSON: NaN and NA are both null).
+    assert out.tail(30).to_json(orient="values") == train.tail(30).to_json(orient="values")
+    params["data"]["source"]["extra_train"] = ["/elsewhere/b.parquet"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(
+        PipelineError, match=r"data.source.extra_train: /elsewhere/b.parquet is outside"
+    ):
+        ingest_stage.main()
