@@ -20,6 +20,7 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
+from tabular_pipeline.data.task import task_of_frame
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import drift
 
@@ -36,7 +37,7 @@ def main() -> None:
     cfg = parse_section(params, "drift", DriftConfig)
 
     reference = stage.read_parquet(split_dir / "train.parquet")
-    current = drift.read_batch(Path(cfg.current), data)
+    current = drift.read_batch(Path(cfg.current), data, task_of_frame(reference, data.target))
     pipeline = stage.load_object(model_path)
     ref, cur, columns = drift.prepare(
         reference, current, data, pipeline, cfg.max_rows, int(params["seed"])

@@ -14,7 +14,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.evaluation import holdout
-from tabular_pipeline.evaluation.metrics import TEST_HEADLINE, headline
+from tabular_pipeline.evaluation.metrics import headline, summary_line, test_headline
 
 log = logging.getLogger("evaluate")
 
@@ -41,25 +41,23 @@ def main() -> None:
     )
     plots_dir = Path(cfg.plots_dir)
     holdout.write_plots(result, plots_dir)
-    # Metrics: headline numbers and the demographic parity gap per sensitive
-    # column; confidence intervals and the other gaps go to the fairness report.
-    dpd = {col: {"dpd": gaps["dpd"]} for col, gaps in result.metrics.get("fairness", {}).items()}
+    # Metrics: headline numbers and one gap per sensitive column (demographic
+    # parity difference; regression: the largest MAE gap); confidence
+    # intervals and the other gaps go to the fairness report.
+    key = "mae_gap" if result.task == "regression" else "dpd"
+    gap = {col: {key: gaps[key]} for col, gaps in result.metrics.get("fairness", {}).items()}
     stage.write_json(
-        Path(cfg.metrics_out), headline(result.metrics, TEST_HEADLINE) | {"fairness": dpd}
+        Path(cfg.metrics_out),
+        headline(result.metrics, test_headline(result.metrics)) | {"fairness": gap},
     )
-    stage.write_json(Path(cfg.per_class_out), result.metrics["per_class"])
+    stage.write_json(Path(cfg.per_class_out), result.metrics.get("per_class", {}))
     stage.write_json(
         Path(cfg.fairness_out),
         result.fairness
         | {"ci": result.metrics.get("ci", {}), "gaps": result.metrics.get("fairness", {})},
     )
     stage.write_parquet(result.predictions, Path(cfg.predictions_out))
-    log.info(
-        "test: accuracy %.4f (error %.2f %%), ROC AUC %s",
-        result.metrics["accuracy"],
-        100 * result.metrics["error_rate"],
-        result.metrics["roc_auc"],
-    )
+    log.info("test: %s", summary_line(result.metrics))
     tracking.log_evaluation(track.experiment, model_path, result.metrics, plots_dir)
 
 

@@ -7,6 +7,7 @@ from tabular_pipeline import stage
 from tabular_pipeline.config import IngestConfig, load_data_config, load_params, parse_section
 from tabular_pipeline.data.ingest import check_inside, concat, expand, normalize
 from tabular_pipeline.data.reader import read_user_table, table_format
+from tabular_pipeline.data.task import task_of_frame
 
 log = logging.getLogger("ingest")
 
@@ -17,6 +18,7 @@ def main() -> None:
     cfg = parse_section(params, "ingest", IngestConfig)
     out_dir = Path(cfg.out_dir)
     sources = {"train": data.source.train, "test": data.source.test}
+    task = None  # resolved on the train table, then imposed on the test table
     for name, source in sources.items():
         target = out_dir / f"{name}.parquet"
         if source is None:
@@ -31,7 +33,9 @@ def main() -> None:
             check_inside(path, Path(data.raw_dir), key)
             raw = read_user_table(path, data.source.read)
             typed = table_format(path) == "parquet"
-            frames.append(normalize(raw, data, str(path), typed=typed))
+            frames.append(normalize(raw, data, str(path), typed=typed, task=task))
+            if task is None and data.target in frames[-1].columns:
+                task = task_of_frame(frames[-1], data.target)
             log.info("%s: %d rows x %d columns", path, len(frames[-1]), frames[-1].shape[1])
         frame = concat(frames)
         stage.write_parquet(frame, target)

@@ -14,6 +14,8 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.data.reader import revision_error
+from tabular_pipeline.data.task import task_of_model
+from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.serving import package
 from tabular_pipeline.serving.runtime import ServingConfig
@@ -57,11 +59,18 @@ def main() -> None:
             if cfg.challenger.rev
             else None
         )
+        task = task_of_model(pipeline)
+        if challenger is not None and task_of_model(stage.load_object(challenger)) != task:
+            raise PipelineError(
+                f"package.challenger.rev={cfg.challenger.rev!r}: that model is not a {task} "
+                "model like the champion; both variants must answer in the same shape"
+            )
         variants, files = package.variants(name, model_path, challenger, cfg.challenger.share)
         config = ServingConfig(
             name=name,
             target=data.target,
-            classes=[str(c) for c in pipeline.classes_],
+            classes=[str(c) for c in getattr(pipeline, "classes_", [])],
+            task=task,
             fields=specs,
             variants=variants,
             serve=serve,

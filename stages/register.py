@@ -76,6 +76,7 @@ def main() -> None:
             drift=promotion.drift_evidence(drift, drift_summary, cfg.require_drift_pass),
             max_fairness_gap=cfg.max_fairness_gap,
             champion_version=None if champion_version is None else str(champion_version),
+            ceilings=dict(cfg.ceilings),
         )
         verdict, promote = promotion.verdict(
             decision.passed, in_experiment, cfg.promote_in_experiments
@@ -119,6 +120,7 @@ def main() -> None:
                 "decision": verdict,
                 "promoted": headline["promoted"],
                 "gates": details["gates"],
+                "directions": details["directions"],
                 "failures": details["failures"],
             },
         )

@@ -11,7 +11,8 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
-from tabular_pipeline.data.split import make_splits
+from tabular_pipeline.data.split import QUANTILE_BINS, make_splits
+from tabular_pipeline.data.task import task_of_frame
 
 log = logging.getLogger("split")
 
@@ -31,6 +32,8 @@ def main() -> None:
         stratify=cfg.stratify,
         seed=int(params["seed"]),
     )
+    if cfg.stratify and task_of_frame(splits["train"], data.target) == "regression":
+        log.info("regression: stratified on the target's %d quantile bins (deciles)", QUANTILE_BINS)
     for name, frame in splits.items():
         stage.write_parquet(frame, Path(cfg.out_dir) / f"{name}.parquet")
         log.info("%s: %d rows", name, len(frame))

@@ -14,14 +14,15 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
-from tabular_pipeline.evaluation.metrics import TRAIN_HEADLINE, classification_metrics, headline
+from tabular_pipeline.data.task import task_of_frame
+from tabular_pipeline.evaluation.metrics import headline, score, summary_line, train_headline
 from tabular_pipeline.models import distributed
 from tabular_pipeline.models.modeling import (
     build_estimator,
     fit_pipeline,
     model_name,
-    predict_proba,
     signature_example,
+    task_model_cfg,
     training_curve,
     uses_package_code,
 )
@@ -39,22 +40,24 @@ def main() -> None:
     tune_cfg = parse_section(params, "tune", TuneConfig)
     track = parse_section(params, "tracking", TrackingConfig)
     tracking.preflight()
-    model_cfg = apply_tuned(dict(params["model"]), Path(tune_cfg.out))
+    frames = {
+        name: stage.read_parquet(split_dir / f"{name}.parquet") for name in ("train", "valid")
+    }
+    task = task_of_frame(frames["train"], data.target)
+    model_cfg = apply_tuned(task_model_cfg(dict(params["model"]), task), Path(tune_cfg.out))
 
     if distributed.planned_world_size(cfg.distributed) > 1:
-        distributed.check_supported(build_estimator(model_cfg), model_name(model_cfg))
+        distributed.check_supported(build_estimator(model_cfg, task), model_name(model_cfg))
     if distributed.needs_launch(cfg.distributed):
         distributed.launch(cfg.distributed, "stages.train")
         return
 
-    frames = {
-        name: stage.read_parquet(split_dir / f"{name}.parquet") for name in ("train", "valid")
-    }
     with distributed.process_group(cfg.distributed):
-        estimator = build_estimator(model_cfg)
+        estimator = build_estimator(model_cfg, task)
         log.info(
-            "fitting %s on %d rows (process %d of %d)",
+            "fitting %s (%s) on %d rows (process %d of %d)",
             model_name(model_cfg),
+            task,
             len(frames["train"]),
             distributed.rank() + 1,
             distributed.world_size(),
@@ -71,18 +74,15 @@ def main() -> None:
 
     metrics = {}
     for name, frame in frames.items():
-        proba, classes = predict_proba(pipeline, frame, data.target)
-        metrics[name] = classification_metrics(frame[data.target], proba, classes)
-        log.info(
-            "%s: accuracy %.4f, log loss %.4f",
-            name,
-            metrics[name]["accuracy"],
-            metrics[name]["log_loss"],
-        )
+        metrics[name] = score(pipeline, frame, data.target)
+        log.info("%s: %s", name, summary_line(metrics[name]))
 
     model_path = Path(cfg.model_out)
     stage.save_object(pipeline, model_path)
-    stage.write_json(Path(cfg.metrics_out), {"valid": headline(metrics["valid"], TRAIN_HEADLINE)})
+    stage.write_json(
+        Path(cfg.metrics_out),
+        {"valid": headline(metrics["valid"], train_headline(metrics["valid"]))},
+    )
     curve = training_curve(pipeline)
     stage.write_csv(curve, Path(cfg.curve_out))
 

@@ -41,38 +41,40 @@ def main() -> None:
 
 def search(params: dict[str, Any], cfg: TuneConfig, data: DataConfig) -> None:
     from tabular_pipeline import tracking
-    from tabular_pipeline.evaluation.metrics import classification_metrics
+    from tabular_pipeline.data.task import task_of_frame
+    from tabular_pipeline.evaluation.metrics import score
     from tabular_pipeline.models.modeling import (
         build_estimator,
         fit_pipeline,
         model_name,
-        predict_proba,
+        task_model_cfg,
     )
 
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     track = parse_section(params, "tracking", TrackingConfig)
-    model_cfg = dict(params["model"])
+    train = stage.read_parquet(split_dir / "train.parquet")
+    valid = stage.read_parquet(split_dir / "valid.parquet")
+    task = task_of_frame(train, data.target)
+    model_cfg = task_model_cfg(dict(params["model"]), task)
+    metric = cfg.regression_metric if task == "regression" else cfg.metric
     name = model_name(model_cfg)
     space = cfg.search_space.get(name, {})
     tune.check_space(space, name)
-    train = stage.read_parquet(split_dir / "train.parquet")
-    valid = stage.read_parquet(split_dir / "valid.parquet")
     featurizer = stage.load_object(featurizer_path)
 
     def objective(values: dict[str, Any]) -> float:
-        estimator = build_estimator(model_cfg | values)
+        estimator = build_estimator(model_cfg | values, task)
         if estimator.get_params().get("verbose") is True:
             estimator.set_params(verbose=False)  # one line per trial, not per epoch
         pipeline = fit_pipeline(featurizer, estimator, train, data.target, valid=valid)
-        proba, classes = predict_proba(pipeline, valid, data.target)
-        return float(classification_metrics(valid[data.target], proba, classes)[cfg.metric])
+        return float(score(pipeline, valid, data.target)[tune.METRIC_KEYS.get(metric, metric)])
 
-    log.info("tuning %s: %d trials, minimising valid %s", name, cfg.n_trials, cfg.metric)
+    log.info("tuning %s (%s): %d trials, minimising valid %s", name, task, cfg.n_trials, metric)
     with tracking.TrialLogger(
         track.experiment,
         run_name=f"{data.name}-{name}-tune",
-        params={"seed": params["seed"], "model": model_cfg, "tune.metric": cfg.metric},
+        params={"seed": params["seed"], "model": model_cfg, "tune.metric": metric},
     ) as trial_log:
         trials = tune.run_study(
             objective,
@@ -80,13 +82,13 @@ def search(params: dict[str, Any], cfg: TuneConfig, data: DataConfig) -> None:
             cfg.n_trials,
             int(params["seed"]),
             on_trial=trial_log.log_trial,
-            metric=f"valid {cfg.metric}",
+            metric=f"valid {metric}",
         )
         best = tune.best_params(trials, space)
         summary = {
             "n_trials": len(trials),
             "best_trial": int(trials.loc[trials["value"].idxmin(), "trial"]),
-            f"best_valid_{cfg.metric}": float(trials["value"].min()),
+            f"best_valid_{metric}": float(trials["value"].min()),
         }
         trial_log.finish(best, summary)
 

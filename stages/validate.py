@@ -13,7 +13,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.data import docs
-from tabular_pipeline.data.validation import summary, validate_tables
+from tabular_pipeline.data.validation import resolved_task, summary, validate_tables
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger("validate")
@@ -34,7 +34,7 @@ def main() -> None:
         if name == "train" or (ingested / f"{name}.parquet").exists()
     }
     results = validate_tables(data, tables, cfg.min_rows, docs_dir)
-    report = summary(results)
+    report = summary(results, resolved_task(data, tables))
     stage.write_json(report_dir / "result.json", report)
     docs.normalise_data_docs(docs_dir)
     stage.write_text(report_dir / "summary.md", docs.summary_markdown(report, data.name))

@@ -3,7 +3,9 @@
 A PR comment cannot show local images without uploading them somewhere.
 GitHub renders Mermaid in comments, so the report carries each plot as a
 ``xychart-beta`` (curves resampled on an even grid, since Mermaid spaces
-points evenly) or, for the confusion matrix, as a table of counts.
+points evenly) or, for the confusion matrix, as a table of counts. Mermaid has
+no scatter plot: a scatter (predicted vs actual) becomes the mean y per x bin
+beside the diagonal y = x.
 """
 
 from __future__ import annotations
@@ -72,6 +74,49 @@ def _curve(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple) 
     )
 
 
+def _scatter(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple) -> str:
+    """Mean y per even x bin, one line per revision, and the y = x line to compare."""
+    xf, _, yf, _ = f
+    values = [v for v in values if _num(v[xf]) is not None and _num(v[yf]) is not None]
+    if not values:
+        return ""
+    xs = np.array([float(v[xf]) for v in values])
+    lo, hi = float(xs.min()), float(xs.max())
+    edges = np.linspace(lo, hi, GRID + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    lines = ["    line " + json.dumps([round(float(c), 4) for c in centres])]
+    ys_all = [float(v[yf]) for v in values]
+    for rows in _series(values, revs).values():
+        if not rows:
+            continue
+        rx = np.array([float(r[xf]) for r in rows])
+        ry = np.array([float(r[yf]) for r in rows])
+        idx = np.clip(np.searchsorted(edges, rx, side="right") - 1, 0, GRID - 1)
+        means = []
+        for b in range(GRID):
+            hit = ry[idx == b]
+            # An empty bin repeats the diagonal (Mermaid needs a value per x).
+            means.append(round(float(hit.mean()) if len(hit) else float(centres[b]), 4))
+        lines.append("    line " + json.dumps(means))
+    lo_y, hi_y = min([*ys_all, lo]), max([*ys_all, hi])
+    return "\n".join(
+        [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "{title} (mean per bin; first line: y = x)"',
+            f"    x-axis {_axis(xf, lo, hi)}",
+            f"    y-axis {_axis(yf, lo_y, hi_y)}",
+            *lines,
+            "```",
+        ]
+    )
+
+
+def _mark(spec: dict[str, Any]) -> str:
+    mark = spec.get("mark")
+    return str(mark.get("type") if isinstance(mark, dict) else mark or "")
+
+
 def _bars(title: str, values: list[dict[str, Any]], revs: list[str], f: tuple) -> str:
     xf, _, yf, _ = f  # x quantitative, y the category (horizontal bars in DVC)
     cats = list(dict.fromkeys(str(v[yf]) for v in values))
@@ -119,7 +164,8 @@ def plot_markdown(payload: dict[str, Any]) -> list[str]:
             if f is None:
                 continue
             if f[1] == "quantitative" and f[3] == "quantitative":
-                curve = _curve(plot_id, values, revs, f)
+                draw = _scatter if _mark(spec) in ("point", "circle") else _curve
+                curve = draw(plot_id, values, revs, f)
                 if curve:
                     blocks.append(curve)
             elif f[1] == "quantitative":

@@ -108,6 +108,7 @@ class DataConfig:
     schema: str = MISSING
     source: SourceConfig = MISSING
     target: str = MISSING
+    task: str | None = None  # binary | multiclass | regression; None: inferred by ingest
     rename: dict[str, str] = field(default_factory=dict)
     label_map: dict[Any, Any] = field(default_factory=dict)
     drop: list[str] = field(default_factory=list)
@@ -117,6 +118,7 @@ class DataConfig:
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
     max_null_frac: float = DEFAULT_MAX_NULL_FRAC
     min_metrics: dict[str, float] = field(default_factory=dict)
+    max_metrics: dict[str, float] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
     card: CardText = field(default_factory=CardText)
 
@@ -190,6 +192,7 @@ class TrainConfig:
 
 
 TUNE_METRICS = ("log_loss", "error")  # minimised on the validation split
+TUNE_REGRESSION_METRICS = ("rmse", "mae")  # the same, for data.task regression
 
 
 @dataclass
@@ -199,6 +202,7 @@ class TuneConfig:
     enabled: bool
     n_trials: int
     metric: str
+    regression_metric: str
     out: str
     trials_out: str
     metrics_out: str
@@ -206,6 +210,7 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         _one_of("metric", self.metric, TUNE_METRICS)
+        _one_of("regression_metric", self.regression_metric, TUNE_REGRESSION_METRICS)
 
 
 @dataclass
@@ -215,6 +220,7 @@ class ImportanceConfig:
 
 
 BOOTSTRAP_METRICS = ("accuracy", "roc_auc", "balanced_accuracy")
+REGRESSION_BOOTSTRAP_METRICS = ("rmse", "mae", "r2")
 
 
 @dataclass
@@ -222,11 +228,14 @@ class BootstrapConfig:
     n_resamples: int
     confidence: float
     metrics: list[str]
+    regression_metrics: list[str]
 
     def __post_init__(self) -> None:
         _fraction("bootstrap.confidence", self.confidence)
         for name in self.metrics:
             _one_of("bootstrap.metrics", name, BOOTSTRAP_METRICS)
+        for name in self.regression_metrics:
+            _one_of("bootstrap.regression_metrics", name, REGRESSION_BOOTSTRAP_METRICS)
 
 
 @dataclass
@@ -400,6 +409,7 @@ class RegisterConfig:
     registry_out: str
     card_dir: str
     floors: dict[str, float]
+    ceilings: dict[str, float]
     max_regression: dict[str, float]
     require_drift_pass: bool
     max_fairness_gap: float | None

@@ -170,7 +170,14 @@ def ran_stages(output: str) -> list[str]:
 LONGEST_FIRST = {
     name: rank
     for rank, name in enumerate(
-        ["test_torch_e2e", "test_e2e", "test_e2e_trust", "test_team", "test_serving_e2e"]
+        [
+            "test_torch_e2e",
+            "test_regression_e2e",
+            "test_e2e",
+            "test_e2e_trust",
+            "test_team",
+            "test_serving_e2e",
+        ]
     )
 }
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sklearn.base import is_regressor
 
 from tabular_pipeline import compose, sections
 from tabular_pipeline.config import (
@@ -21,7 +22,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.models.modeling import build_estimator
+from tabular_pipeline.models.modeling import build_estimator, task_model_cfg
 from tests.conftest import FIXTURE, composed_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +46,14 @@ def test_every_combination_composes(data: str, model: str, tmp_path: Path) -> No
     params = yaml.safe_load(out.read_text())
     sections.check_all(params)
     assert isinstance(params["seed"], int)
-    estimator = build_estimator(params["model"])
-    assert estimator.get_params()["random_state"] == params["seed"]
+    # One model file builds the classifier and the regressor; the dataset's
+    # declared task (classification when inferred) picks which one trains.
+    for task in ("binary", "regression"):
+        estimator = build_estimator(task_model_cfg(params["model"], task), task)
+        assert estimator.get_params()["random_state"] == params["seed"]
+        assert is_regressor(estimator) == (task == "regression")
+    if params["data"]["task"] is not None:
+        assert params["data"]["task"] in ("binary", "multiclass", "regression")
 
 
 def test_committed_params_are_the_composed_defaults(tmp_path: Path) -> None:
@@ -57,7 +64,7 @@ def test_committed_params_are_the_composed_defaults(tmp_path: Path) -> None:
 
 
 def test_group_options_exist() -> None:
-    assert options("model") == ["hgb", "logreg", "mlp", "random_forest"]
+    assert options("model") == ["hgb", "linear", "logreg", "mlp", "random_forest"]
     defaults = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]
     chosen = {k: v for d in defaults if isinstance(d, dict) for k, v in d.items()}
     assert chosen["data"] in options("data") and chosen["model"] in options("model")
@@ -84,7 +91,10 @@ def test_model_without_target_or_predict_proba_is_rejected() -> None:
     with pytest.raises(PipelineError, match="_target_"):
         build_estimator({"C": 1.0})
     with pytest.raises(PipelineError, match="no predict_proba"):
-        build_estimator({"_target_": "sklearn.linear_model.LinearRegression"})
+        build_estimator({"_target_": "sklearn.linear_model.LinearRegression"}, "binary")
+    with pytest.raises(PipelineError, match="not a regressor"):
+        build_estimator({"_target_": "sklearn.linear_model.LogisticRegression"}, "regression")
+    assert build_estimator({"_target_": "sklearn.linear_model.LinearRegression"}, "regression")
     with pytest.raises(PipelineError, match="cannot build"):
         build_estimator({"_target_": "sklearn.linear_model.LogisticRegression", "bogus": 1})
 

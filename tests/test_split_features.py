@@ -33,7 +33,7 @@ def test_split_rejects_bad_sizes_and_unstratifiable_classes(toy_frame: pd.DataFr
     with pytest.raises(PipelineError, match="valid_size"):
         make_splits(toy_frame, None, "label", 1.5, 0.2, True, seed=0)
     rare = pd.concat([toy_frame, toy_frame.iloc[[0]].assign(label="z")])
-    with pytest.raises(PipelineError, match=r"class\(es\) \['z'\]"):
+    with pytest.raises(PipelineError, match=r"class\(es\)/bin\(s\) \['z'\]"):
         make_splits(rare, None, "label", 0.2, 0.2, True, seed=0)
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from tabular_pipeline.config import COLUMN_TYPES, DataConfig
 from tabular_pipeline.data.reader import read_user_table
+from tabular_pipeline.data.task import as_number, resolve_task
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,12 @@ def _check_stored_type(series: pd.Series, kind: str, column: str, where: str, sc
 
 
 def normalize(
-    frame: pd.DataFrame, cfg: DataConfig, source: str | None = None, typed: bool = False
+    frame: pd.DataFrame,
+    cfg: DataConfig,
+    source: str | None = None,
+    typed: bool = False,
+    *,
+    task: str | None = None,
 ) -> pd.DataFrame:
     """Rename, clean text, map labels, drop rows without a target and cast types.
 
@@ -158,6 +164,12 @@ def normalize(
     column's type was chosen by whoever wrote the file, so a stored type that
     cannot hold the declared one is one error naming the column, not values
     left as text for ``validate`` to count.
+
+    ``task`` is the resolved task (see ``data.task``); when None it is
+    resolved here from ``data.task`` or inferred from this table's target. A
+    regression target is stored as float64 (rows with a missing or infinite
+    value dropped and counted), a classification target as text labels, so
+    later stages read the task back from the dtype (``data.task.task_of_frame``).
     """
     where = f"{source}: " if source else ""
     originals = [str(c) for c in frame.columns]
@@ -178,16 +190,30 @@ def normalize(
 
     target = cfg.target
     if target in df.columns:
-        missing = df[target].isna()
+        if task is None:
+            task, reason = resolve_task(
+                cfg.task, df[target], list(cfg.labels), cfg.positive_label
+            )
+            log.info("task: %s (%s)", task, reason)
+        numbers = as_number(df[target]) if task == "regression" else None
+        if task == "regression" and numbers is None:
+            log.warning("target %r is not numeric; validate will reject it for regression", target)
+        missing = df[target].isna() if numbers is None else ~np.isfinite(numbers)
         if missing.any():
             log.warning(
-                "dropping %d row(s) with no value for target %r", int(missing.sum()), target
+                "dropping %d row(s) with no %svalue for target %r",
+                int(missing.sum()),
+                "finite " if numbers is not None else "",
+                target,
             )
             df = df.loc[~missing].reset_index(drop=True)
-        # Labels are text, so 1, 1.0 and '1' never diverge; label_map keys too.
-        labels = as_text(df[target]).astype(object)
-        mapping = {str(k): str(v) for k, v in cfg.label_map.items()}
-        df[target] = labels.map(lambda v: mapping.get(v, v)) if mapping else labels
+        if numbers is not None:
+            df[target] = numbers.loc[~missing].to_numpy()
+        else:
+            # Labels are text, so 1, 1.0 and '1' never diverge; label_map keys too.
+            labels = as_text(df[target]).astype(object)
+            mapping = {str(k): str(v) for k, v in cfg.label_map.items()}
+            df[target] = labels.map(lambda v: mapping.get(v, v)) if mapping else labels
     else:
         log.warning("target column %r is missing; validate will reject this table", target)
 

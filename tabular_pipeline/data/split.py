@@ -5,7 +5,23 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from tabular_pipeline.data.task import task_of_frame
 from tabular_pipeline.errors import PipelineError
+
+# A continuous target cannot be stratified on; its deciles can (split.stratify).
+QUANTILE_BINS = 10
+
+
+def strata(frame: pd.DataFrame, target: str) -> pd.Series:
+    """Classification: the labels. Regression: the target's quantile bin (deciles).
+
+    Stratifying on deciles keeps the target's distribution alike in every
+    split, which matters for small data with a skewed target (prices).
+    """
+    if task_of_frame(frame, target) != "regression":
+        return frame[target]
+    bins = pd.qcut(frame[target], q=QUANTILE_BINS, labels=False, duplicates="drop")
+    return bins.astype("int64")
 
 
 def _split(
@@ -13,13 +29,14 @@ def _split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not 0.0 < size < 1.0:
         raise PipelineError(f"split.{what}: must be between 0 and 1, got {size}")
-    labels = frame[target] if stratify else None
+    labels = strata(frame, target) if stratify else None
     if labels is not None:
         counts = labels.value_counts()
         if (counts < 2).any():
             rare = counts[counts < 2].index.tolist()
             raise PipelineError(
-                f"split: cannot stratify on {target!r}: class(es) {rare} have fewer than 2 rows "
+                f"split: cannot stratify on {target!r}: class(es)/bin(s) {rare} have fewer "
+                "than 2 rows "
                 "(set split.stratify=false or drop them)"
             )
     left, right = train_test_split(frame, test_size=size, random_state=seed, stratify=labels)

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from tabular_pipeline.config import DataConfig
+from tabular_pipeline.data.task import check_declared, check_task, task_of_frame
 from tabular_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,40 @@ def check_labels_config(cfg: DataConfig) -> None:
         )
 
 
+def resolved_task(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> str:
+    """``data.task`` when declared, else what ingest inferred (the train target's dtype)."""
+    if cfg.task is not None:
+        return cfg.task
+    train = tables.get("train")
+    if train is None or cfg.target not in train.columns:
+        return "multiclass"
+    return task_of_frame(train, cfg.target)
+
+
+def task_failures(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Per table, the target's violations of the task's rules (one line each)."""
+    check_declared(cfg.task)
+    task = resolved_task(cfg, tables)
+    return {
+        name: [
+            f"{name}: {line}"
+            for line in check_task(
+                task,
+                frame,
+                cfg.target,
+                list(cfg.labels),
+                cfg.positive_label,
+                count_classes=name == "train",
+            )
+        ]
+        for name, frame in tables.items()
+    }
+
+
 def allowed_labels(cfg: DataConfig, tables: dict[str, pd.DataFrame], name: str) -> list[str]:
-    """Configured labels, else for non-train tables the labels train has."""
+    """Configured labels, else for non-train tables the labels train has (none: regression)."""
+    if resolved_task(cfg, tables) == "regression":
+        return []
     if cfg.labels:
         return [str(v) for v in cfg.labels]
     train = tables.get("train")
@@ -209,6 +242,8 @@ def validate_tables(
     from great_expectations.core.run_identifier import RunIdentifier
 
     check_labels_config(cfg)
+    rules = task_failures(cfg, tables)
+    log.info("task: %s", resolved_task(cfg, tables))
     context = _context(docs_dir)
     source = context.data_sources.add_pandas("ingested")
     results: dict[str, TableResult] = {}
@@ -230,9 +265,11 @@ def validate_tables(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
         )
-        failures = [describe_failure(name, r, frame) for r in outcome.results if not r.success]
+        failures = rules[name] + [
+            describe_failure(name, r, frame) for r in outcome.results if not r.success
+        ]
         results[name] = TableResult(
-            success=bool(outcome.success),
+            success=bool(outcome.success) and not rules[name],
             failures=failures,
             statistics=dict(outcome.statistics),
             result=_stable(outcome.to_json_dict()),
@@ -242,8 +279,9 @@ def validate_tables(
     return results
 
 
-def summary(results: dict[str, TableResult]) -> dict[str, Any]:
+def summary(results: dict[str, TableResult], task: str | None = None) -> dict[str, Any]:
     return {
+        "task": task,
         "success": all(r.success for r in results.values()),
         "tables": {
             name: {

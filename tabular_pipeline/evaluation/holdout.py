@@ -17,12 +17,18 @@ from tabular_pipeline import stage
 from tabular_pipeline.config import EvaluateConfig
 from tabular_pipeline.evaluation import fairness as fair
 from tabular_pipeline.evaluation import metrics as m
-from tabular_pipeline.models.modeling import predict_proba
+from tabular_pipeline.evaluation import regression as reg
+from tabular_pipeline.models.modeling import predict_proba, predict_values
 
 log = logging.getLogger(__name__)
 
 # Sub-paths of evaluate.plots_dir; dvc.yaml's top-level `plots:` points at these.
 CURVES = ("roc", "precision_recall", "calibration")
+# Regression plot files (sub-paths of plots_dir), header-only for classification.
+REGRESSION_PLOTS = {
+    "regression/predicted_vs_actual.csv": ["actual_value", "predicted_value"],
+    "regression/residuals.csv": ["residual", "count"],
+}
 
 
 @dataclass
@@ -35,6 +41,9 @@ class Evaluation:
     # Full fairness detail (per-group tables): a non-metric JSON, not metrics.
     fairness: dict[str, Any] = field(default_factory=dict)
     group_bars: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Regression only: plot tables by sub-path of plots_dir.
+    regression_plots: dict[str, pd.DataFrame] = field(default_factory=dict)
+    task: str = "classification"
 
 
 def importance_sample(frame: pd.DataFrame, target: str, max_rows: int, seed: int) -> pd.DataFrame:
@@ -50,14 +59,18 @@ def importance_sample(frame: pd.DataFrame, target: str, max_rows: int, seed: int
 def permutation_table(
     pipeline: Pipeline, frame: pd.DataFrame, target: str, n_repeats: int, seed: int
 ) -> pd.DataFrame:
-    """Importance of each raw input column (not one-hot pieces), by drop in log loss."""
+    """Importance of each raw input column (not one-hot pieces): drop in log loss or RMSE."""
     X = frame.drop(columns=[target])
-    labels = sorted(str(c) for c in pipeline.classes_)
-    scorer = "neg_log_loss" if set(frame[target].astype(str)) == set(labels) else "accuracy"
+    if not hasattr(pipeline, "classes_"):
+        scorer, y = "neg_root_mean_squared_error", frame[target].astype("float64")
+    else:
+        labels = sorted(str(c) for c in pipeline.classes_)
+        scorer = "neg_log_loss" if set(frame[target].astype(str)) == set(labels) else "accuracy"
+        y = frame[target].astype(str)
     result = permutation_importance(
         pipeline,
         X,
-        frame[target].astype(str),
+        y,
         scoring=scorer,
         n_repeats=n_repeats,
         random_state=seed,
@@ -92,6 +105,8 @@ def evaluate(
     seed: int,
     sensitive: list[str] | None = None,
 ) -> Evaluation:
+    if not hasattr(pipeline, "classes_"):
+        return evaluate_regression(pipeline, test, target, cfg, seed, sensitive or [])
     proba, classes = predict_proba(pipeline, test, target)
     y = test[target]
     result = Evaluation(metrics=m.classification_metrics(y, proba, classes))
@@ -119,6 +134,70 @@ def evaluate(
         "permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats
     )
     result.importance = permutation_table(pipeline, sample, target, cfg.importance.n_repeats, seed)
+    return result
+
+
+def evaluate_regression(
+    pipeline: Pipeline,
+    test: pd.DataFrame,
+    target: str,
+    cfg: EvaluateConfig,
+    seed: int,
+    sensitive: list[str],
+) -> Evaluation:
+    """RMSE/MAE/R²/MAPE with bootstrap CIs, scatter and residual plots, MAE by group."""
+    pred = predict_values(pipeline, test, target)
+    y = test[target].to_numpy(dtype=np.float64)
+    result = Evaluation(metrics=m.regression_metrics(y, pred), task="regression")
+    if result.metrics["mape"] is None:
+        log.info("MAPE not reported: %s", result.metrics["mape_skipped"])
+    boot = cfg.bootstrap
+    result.metrics["ci"] = reg.bootstrap_ci(
+        y, pred, list(boot.regression_metrics), boot.n_resamples, boot.confidence, seed
+    )
+    result.regression_plots = {
+        "regression/predicted_vs_actual.csv": reg.scatter_points(y, pred, seed),
+        "regression/residuals.csv": reg.residual_histogram(y, pred),
+    }
+    result.predictions = pd.DataFrame({"actual": y, "predicted": pred, "residual": pred - y})
+    if sensitive:
+        gaps, tables = reg.fairness_report(
+            test,
+            pred,
+            target,
+            sensitive,
+            cfg.fairness.min_group_size,
+            boot.n_resamples,
+            boot.confidence,
+            seed,
+        )
+        result.metrics["fairness"] = {col: {"mae_gap": g["mae_gap"]} for col, g in gaps.items()}
+        result.fairness = {
+            "task": "regression",
+            "min_group_size": cfg.fairness.min_group_size,
+            "columns": {
+                col: {**gaps[col], "groups": tables[col].to_dict(orient="records")}
+                for col in sensitive
+            },
+        }
+        result.regression_plots["regression/fairness.csv"] = reg.group_bars(tables)
+        for col, gap in gaps.items():
+            log.info(
+                "fairness %s: largest MAE gap %s (%s vs %s), 95%% CI %s",
+                col,
+                gap["mae_gap"],
+                gap["worst_group"],
+                gap["best_group"],
+                gap["mae_gap_ci"],
+            )
+    sample = importance_sample(test, target, cfg.importance.max_rows, seed)
+    log.info(
+        "permutation importance (RMSE) on %d rows x %d repeats",
+        len(sample),
+        cfg.importance.n_repeats,
+    )
+    result.importance = permutation_table(pipeline, sample, target, cfg.importance.n_repeats, seed)
+    result.confusion = pd.DataFrame(columns=["actual", "predicted"])
     return result
 
 
@@ -183,3 +262,18 @@ def write_plots(result: Evaluation, plots_dir: Path) -> None:
     stage.write_csv(result.importance, plots_dir / "importance.csv")
     if not result.group_bars.empty:
         stage.write_csv(result.group_bars, plots_dir / "fairness.csv")
+    # Not-applicable plots are header-only files (as the training curve of a
+    # non-iterative model), so every plot declared in dvc.yaml has its file.
+    for sub, columns in REGRESSION_PLOTS.items():
+        frame = result.regression_plots.get(sub, pd.DataFrame(columns=columns))
+        stage.write_csv(frame, plots_dir / sub)
+    reg_bars = result.regression_plots.get(
+        "regression/fairness.csv", pd.DataFrame(columns=["group", "mae", "mean_residual", "size"])
+    )
+    stage.write_csv(reg_bars, plots_dir / "regression" / "fairness.csv")
+    if result.task == "regression":
+        # A regressor has no per-class curves or selection rates: empty folders
+        # and a header-only table keep `dvc plots show` free of missing-file errors.
+        for kind in CURVES:
+            (plots_dir / kind).mkdir(parents=True, exist_ok=True)
+        stage.write_csv(fair.group_bars({}), plots_dir / "fairness.csv")

@@ -1,4 +1,4 @@
-"""Classification metrics and plot data that work for any number of classes."""
+"""Classification metrics (any number of classes), regression metrics, and plot data."""
 
 from __future__ import annotations
 
@@ -98,6 +98,54 @@ def classification_metrics(
 # secondary) are in MLflow only.
 TRAIN_HEADLINE = ("accuracy", "log_loss", "roc_auc", "n_rows")
 TEST_HEADLINE = ("accuracy", "f1_macro", "log_loss", "roc_auc", "n_rows")
+REGRESSION_TRAIN_HEADLINE = ("rmse", "mae", "r2", "n_rows")
+REGRESSION_TEST_HEADLINE = ("rmse", "mae", "r2", "mape", "n_rows")
+
+
+def regression_metrics(y_true: Any, pred: Any) -> dict[str, Any]:
+    """RMSE, MAE, R² and MAPE (None when a true value is 0: MAPE divides by it)."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    err = p - y
+    n = len(y)
+    has_zero = bool((y == 0).any())
+    ss_tot = float(((y - y.mean()) ** 2).sum()) if n else float("nan")
+    return {
+        "rmse": _round(math.sqrt(float(np.mean(err**2)))) if n else None,
+        "mae": _round(float(np.mean(np.abs(err)))) if n else None,
+        "r2": _round(1.0 - float((err**2).sum()) / ss_tot) if n and ss_tot > 0 else None,
+        "mape": None if has_zero or not n else _round(float(np.mean(np.abs(err / y)))),
+        "mape_skipped": "the target has zeros" if has_zero else None,
+        "n_rows": n,
+    }
+
+
+def score(pipeline: Any, frame: pd.DataFrame, target: str) -> dict[str, Any]:
+    """The task's metrics of a fitted pipeline on a labelled frame."""
+    X = frame.drop(columns=[target])
+    if not hasattr(pipeline, "classes_"):
+        return regression_metrics(frame[target], pipeline.predict(X))
+    proba = pipeline.predict_proba(X)
+    return classification_metrics(frame[target], proba, [str(c) for c in pipeline.classes_])
+
+
+def train_headline(metrics: dict[str, Any]) -> tuple[str, ...]:
+    return REGRESSION_TRAIN_HEADLINE if "rmse" in metrics else TRAIN_HEADLINE
+
+
+def test_headline(metrics: dict[str, Any]) -> tuple[str, ...]:
+    return REGRESSION_TEST_HEADLINE if "rmse" in metrics else TEST_HEADLINE
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """One log line of the headline numbers, whatever the task."""
+    if "rmse" in metrics:
+        mape = metrics["mape"] if metrics["mape"] is not None else "n/a (target has zeros)"
+        return f"RMSE {metrics['rmse']}, MAE {metrics['mae']}, R2 {metrics['r2']}, MAPE {mape}"
+    return (
+        f"accuracy {metrics['accuracy']}, log loss {metrics['log_loss']}, "
+        f"ROC AUC {metrics['roc_auc']}"
+    )
 
 
 def headline(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

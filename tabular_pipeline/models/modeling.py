@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,56 @@ from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
+from tabular_pipeline.data.task import task_of_frame
 from tabular_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+# conf/model/<name>.yaml: the top level builds the classifier; this block names
+# the regressor class and its differing values (see docs/regression.md).
+REGRESSOR_KEY = "regressor"
+
+
+def task_model_cfg(model_cfg: dict[str, Any], task: str) -> dict[str, Any]:
+    """The flat estimator config for ``task``: one model file serves every task.
+
+    Classification: the top level without the ``regressor`` block. Regression:
+    the top level overlaid with the block (its ``_target_`` and values), minus
+    the keys the regressor's constructor does not take (``C`` of
+    LogisticRegression for Ridge), which are logged, never silently passed.
+    """
+    flat = {k: v for k, v in model_cfg.items() if k != REGRESSOR_KEY}
+    if task != "regression":
+        return flat
+    block = model_cfg.get(REGRESSOR_KEY)
+    if not isinstance(block, dict) or "_target_" not in block:
+        raise PipelineError(
+            f"model: {flat.get('_target_')} has no regressor; add a 'regressor:' block with a "
+            "'_target_' to its conf/model file (see docs/regression.md)"
+        )
+    merged = flat | dict(block)
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(merged["_target_"]))
+    except Exception as exc:  # hydra raises ImportError or ValueError variants
+        raise PipelineError(f"model.regressor: cannot import {merged['_target_']}: {exc}") from exc
+    accepted = set(inspect.signature(cls).parameters)
+    dropped = sorted(k for k in merged if not k.startswith("_") and k not in accepted)
+    if dropped:
+        log.info(
+            "model: %s do(es) not apply to %s: left out for regression",
+            dropped,
+            cls.__name__,
+        )
+    return {k: v for k, v in merged.items() if k.startswith("_") or k in accepted}
+
+
+def target_values(frame: pd.DataFrame, target: str) -> np.ndarray:
+    """What the estimator fits on: floats for regression, text labels otherwise."""
+    if task_of_frame(frame, target) == "regression":
+        return frame[target].to_numpy(dtype=np.float64)
+    return frame[target].astype(str).to_numpy()
 
 
 def model_name(model_cfg: dict[str, Any]) -> str:
@@ -19,10 +69,15 @@ def model_name(model_cfg: dict[str, Any]) -> str:
     return str(model_cfg.get("_target_", "model")).rsplit(".", 1)[-1]
 
 
-def build_estimator(model_cfg: dict[str, Any]) -> BaseEstimator:
-    """Instantiate the configured estimator: adding a model is adding a YAML file."""
+def build_estimator(model_cfg: dict[str, Any], task: str | None = None) -> BaseEstimator:
+    """Instantiate the configured estimator: adding a model is adding a YAML file.
+
+    ``task`` (when given) must match what the class is: a classifier with
+    ``predict_proba``, or a regressor (see :func:`task_model_cfg`).
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from sklearn.base import is_regressor
 
     if "_target_" not in model_cfg:
         raise PipelineError("params.yaml: section 'model' needs a '_target_' (estimator class)")
@@ -30,7 +85,12 @@ def build_estimator(model_cfg: dict[str, Any]) -> BaseEstimator:
         estimator = instantiate(model_cfg, _convert_="all")
     except InstantiationException as exc:
         raise PipelineError(f"model: cannot build {model_cfg['_target_']}: {exc}") from exc
-    if not hasattr(estimator, "predict_proba"):
+    regressor = is_regressor(estimator)
+    if task == "regression" and not regressor:
+        raise PipelineError(f"model: {model_cfg['_target_']} is not a regressor (task regression)")
+    if ((task is None and not regressor) or task in ("binary", "multiclass")) and not hasattr(
+        estimator, "predict_proba"
+    ):
         raise PipelineError(f"model: {model_cfg['_target_']} has no predict_proba")
     return estimator
 
@@ -53,11 +113,11 @@ def fit_pipeline(
     parameter, so the scikit-learn models are fitted exactly as before.
     """
     X = featurizer.transform(frame.drop(columns=[target]))
-    y = frame[target].astype(str).to_numpy()
+    y = target_values(frame, target)
     if valid is not None and accepts_eval_set(estimator):
         eval_set = (
             featurizer.transform(valid.drop(columns=[target])),
-            valid[target].astype(str).to_numpy(),
+            target_values(valid, target),
         )
         estimator.fit(X, y, eval_set=eval_set)
     else:
@@ -66,12 +126,16 @@ def fit_pipeline(
 
 
 CURVE_COLUMNS = ["epoch", "train_loss", "valid_log_loss", "valid_accuracy"]
+REGRESSION_CURVE_COLUMNS = ["epoch", "train_loss", "valid_rmse", "valid_mae"]
 
 
 def training_curve(pipeline: Pipeline) -> pd.DataFrame:
     """Per-epoch history of an iterative model; empty (header only) for the others."""
+    from sklearn.base import is_regressor
+
     history = getattr(pipeline[-1], "history_", None) or []
-    curve = pd.DataFrame(history, columns=CURVE_COLUMNS)
+    columns = REGRESSION_CURVE_COLUMNS if is_regressor(pipeline[-1]) else CURVE_COLUMNS
+    curve = pd.DataFrame(history, columns=columns)
     return curve.astype({"epoch": "int64"})
 
 
@@ -85,6 +149,12 @@ def predict_proba(
 ) -> tuple[np.ndarray, list[str]]:
     X = frame.drop(columns=[target], errors="ignore")
     return pipeline.predict_proba(X), [str(c) for c in pipeline.classes_]
+
+
+def predict_values(pipeline: Pipeline, frame: pd.DataFrame, target: str) -> np.ndarray:
+    """A regressor's predictions as float64."""
+    X = frame.drop(columns=[target], errors="ignore")
+    return np.asarray(pipeline.predict(X), dtype=np.float64)
 
 
 def signature_example(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""A torch MLP as a scikit-learn classifier, so it rides the same rails as the sklearn models.
+"""A torch MLP as a scikit-learn classifier and regressor, on the same rails as sklearn models.
 
 It consumes the featurizer's output (a dense float matrix). Columns with more
 than two distinct training values are "numeric" and may go through periodic
@@ -18,6 +18,11 @@ Why it is built this way:
 - Distributed: when ``torch.distributed`` is initialised with more than one
   process, training runs under DDP; rank 0 decides early stopping and
   broadcasts it (see ``tabular_pipeline.models.distributed``).
+- Regression (``TorchMLPRegressor``) shares all of this; only the head (one
+  output), the loss (MSE or Huber) and the validation metrics differ. The
+  target is standardised with the training mean and standard deviation and
+  predictions are transformed back inside the estimator, so the loss scale
+  and learning rate do not depend on the target's units.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 log = logging.getLogger(__name__)
 
 MONITORS = ("log_loss", "accuracy")
+REGRESSION_MONITORS = ("rmse", "mae")
+LOSSES = ("mse", "huber")
 EMBEDDINGS = (None, "plr")
 
 
@@ -126,8 +133,12 @@ def _log_loss(logits: Any, target: Any) -> float:
     return float(F.cross_entropy(logits, target).item())
 
 
-class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
-    """MLP classifier (optionally with PLR numeric embeddings) with the sklearn API."""
+class _TorchMLP(BaseEstimator):
+    """What the classifier and the regressor share: network, training loop, pickling.
+
+    Subclasses define the targets (``_fit_targets``), the loss, the
+    validation metrics (``_validate``) and the epoch log line.
+    """
 
     supports_ddp = True  # trains under torchrun; see tabular_pipeline.models.distributed
 
@@ -176,8 +187,6 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def _check_params(self) -> None:
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.numeric_embedding not in EMBEDDINGS:
             raise ValueError(
                 f"numeric_embedding must be one of {EMBEDDINGS}, got {self.numeric_embedding!r}"
@@ -194,17 +203,13 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"labels not seen in training: {sorted(set(y[unknown]))[:5]}")
         return idx.astype(np.int64)
 
-    def fit(self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None) -> TorchMLPClassifier:
+    def fit(self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None) -> Any:
         """Fit; early stopping on ``eval_set`` or, without one, on a seeded holdout."""
         import torch
 
         self._check_params()
         X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError("need at least two classes to fit a classifier")
-        target = self._encode(y)
+        target = self._fit_targets(np.asarray(y))
         if eval_set is None:
             rng = np.random.default_rng(self.random_state)
             order = rng.permutation(len(X))
@@ -214,7 +219,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             X, target = X[train_idx], target[train_idx]
         else:
             X_valid = np.asarray(eval_set[0], dtype=np.float32)
-            y_valid = self._encode(np.asarray(eval_set[1]))
+            y_valid = self._targets(np.asarray(eval_set[1]))
         self.n_features_in_ = X.shape[1]
         n_distinct = [len(np.unique(X[:, j][~np.isnan(X[:, j])])) for j in range(X.shape[1])]
         numeric = [j for j, n in enumerate(n_distinct) if n > 2]
@@ -228,7 +233,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             "hidden_sizes": [int(h) for h in self.hidden_sizes],
             "batch_norm": bool(self.batch_norm),
             "dropout": float(self.dropout),
-            "n_classes": len(self.classes_),
+            "n_classes": self._n_outputs(),
         }
         with torch_settings(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.random_state))
@@ -259,7 +264,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         )
         shuffle = torch.Generator().manual_seed(int(self.random_state))
         per_rank_batch = max(2, int(self.batch_size) // world)
-        sign = 1.0 if self.monitor == "log_loss" else -1.0
+        sign = -1.0 if self.monitor == "accuracy" else 1.0  # the others: lower is better
         best_score, best_epoch, best_state = math.inf, 0, None
         self.history_: list[dict[str, float]] = []
         progress = _progress_factory()
@@ -275,7 +280,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             loss_sum = torch.zeros(2, dtype=torch.float64)
             for idx in progress(batches, f"epoch {epoch}"):
                 optimizer.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
+                loss = self._loss(model(X[idx]), y[idx])
                 loss.backward()
                 optimizer.step()
                 loss_sum += torch.tensor([loss.item() * len(idx), len(idx)], dtype=torch.float64)
@@ -293,13 +298,15 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             self.history_.append(row)
             if self.verbose and rank == 0:
                 log.info(
-                    "epoch %d/%d: train loss %.4f, valid loss %.4f, valid accuracy %.4f "
-                    "(best epoch %d) %.2fs",
+                    "epoch %d/%d: train loss %.4f, %s (best epoch %d) %.2fs",
                     epoch,
                     self.max_epochs,
                     row["train_loss"],
-                    row["valid_log_loss"],
-                    row["valid_accuracy"],
+                    ", ".join(
+                        f"{k.replace('_', ' ')} {v:.4f}"
+                        for k, v in row.items()
+                        if k.startswith("valid")
+                    ),
                     best_epoch,
                     time.perf_counter() - started,
                 )
@@ -312,14 +319,28 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         return network
 
     @staticmethod
-    def _validate(network: Any, X_valid: Any, y_valid: Any) -> dict[str, float]:
+    def _outputs(network: Any, X: Any) -> Any:
         import torch
 
         network.eval()
         with torch.no_grad():
-            logits = torch.cat([network(part) for part in torch.split(X_valid, 8192)])
-        accuracy = float((logits.argmax(1) == y_valid).double().mean().item())
-        return {"valid_log_loss": _log_loss(logits, y_valid), "valid_accuracy": accuracy}
+            return torch.cat([network(part) for part in torch.split(X, 8192)])
+
+    # -- per-task hooks ----------------------------------------------------------------------
+    def _fit_targets(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _loss(self, out: Any, y: Any) -> Any:
+        raise NotImplementedError
+
+    def _validate(self, network: Any, X_valid: Any, y_valid: Any) -> dict[str, float]:
+        raise NotImplementedError
 
     # -- inference ---------------------------------------------------------------------------
     def _get_network(self) -> Any:
@@ -329,7 +350,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             from sklearn.exceptions import NotFittedError
 
             if not hasattr(self, "state_dict_"):
-                raise NotFittedError("TorchMLPClassifier is not fitted yet")
+                raise NotFittedError(f"{type(self).__name__} is not fitted yet")
             with torch.random.fork_rng(devices=[]):  # init draws are overwritten anyway
                 network = build_network(self.layout_)
             network.load_state_dict({k: torch.from_numpy(v) for k, v in self.state_dict_.items()})
@@ -337,7 +358,8 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             self._network = network
         return network
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def _forward(self, X: Any) -> Any:
+        """Raw network outputs (float64) for a feature matrix, in chunks."""
         import torch
 
         network = self._get_network()
@@ -345,14 +367,139 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"expected {self.n_features_in_} features, got shape {X.shape}")
         with torch_settings(self.num_threads), torch.no_grad():
-            parts = [
-                torch.softmax(network(part).double(), dim=1)
-                for part in torch.split(torch.from_numpy(X), 8192)
-            ]
-        return torch.cat(parts).numpy()
+            parts = [network(part).double() for part in torch.split(torch.from_numpy(X), 8192)]
+        return torch.cat(parts)
+
+
+class TorchMLPClassifier(ClassifierMixin, _TorchMLP):
+    """MLP classifier (optionally with PLR numeric embeddings) with the sklearn API."""
+
+    def _check_params(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
+        super()._check_params()
+
+    def _fit_targets(self, y: np.ndarray) -> np.ndarray:
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError("need at least two classes to fit a classifier")
+        return self._encode(y)
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        return self._encode(y)
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _loss(self, out: Any, y: Any) -> Any:
+        import torch
+
+        return torch.nn.functional.cross_entropy(out, y)
+
+    def _validate(self, network: Any, X_valid: Any, y_valid: Any) -> dict[str, float]:
+        logits = self._outputs(network, X_valid)
+        accuracy = float((logits.argmax(1) == y_valid).double().mean().item())
+        return {"valid_log_loss": _log_loss(logits, y_valid), "valid_accuracy": accuracy}
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        import torch
+
+        return torch.softmax(self._forward(X), dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class TorchMLPRegressor(RegressorMixin, _TorchMLP):
+    """MLP regressor: one output on the standardised target, MSE or Huber loss.
+
+    ``monitor`` (early stopping) is ``rmse`` or ``mae`` of the validation
+    split in the target's own units; ``predict`` returns target units.
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (256, 256),
+        dropout: float = 0.1,
+        batch_norm: bool = True,
+        numeric_embedding: str | None = "plr",
+        n_frequencies: int = 48,
+        frequency_scale: float = 0.1,
+        d_embedding: int = 16,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 256,
+        max_epochs: int = 100,
+        patience: int = 10,
+        monitor: str = "rmse",
+        loss: str = "mse",
+        validation_fraction: float = 0.1,
+        num_threads: int = 1,
+        random_state: int = 0,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__(
+            hidden_sizes=hidden_sizes,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            numeric_embedding=numeric_embedding,
+            n_frequencies=n_frequencies,
+            frequency_scale=frequency_scale,
+            d_embedding=d_embedding,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            patience=patience,
+            monitor=monitor,
+            validation_fraction=validation_fraction,
+            num_threads=num_threads,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.loss = loss
+
+    def _check_params(self) -> None:
+        if self.monitor not in REGRESSION_MONITORS:
+            raise ValueError(f"monitor must be one of {REGRESSION_MONITORS}, got {self.monitor!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        super()._check_params()
+
+    def _fit_targets(self, y: np.ndarray) -> np.ndarray:
+        y = y.astype(np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("the regression target has NaN or infinite values")
+        self.target_mean_ = float(y.mean())
+        std = float(y.std())
+        self.target_scale_ = std if std > 0 else 1.0
+        return self._targets(y)
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        scaled = (np.asarray(y, dtype=np.float64) - self.target_mean_) / self.target_scale_
+        return scaled.astype(np.float32)
+
+    def _n_outputs(self) -> int:
+        return 1
+
+    def _loss(self, out: Any, y: Any) -> Any:
+        import torch.nn.functional as F
+
+        pred = out[:, 0]
+        return F.huber_loss(pred, y) if self.loss == "huber" else F.mse_loss(pred, y)
+
+    def _validate(self, network: Any, X_valid: Any, y_valid: Any) -> dict[str, float]:
+        err = (self._outputs(network, X_valid)[:, 0].double() - y_valid.double()) * float(
+            self.target_scale_
+        )
+        return {
+            "valid_rmse": float(err.pow(2).mean().sqrt().item()),
+            "valid_mae": float(err.abs().mean().item()),
+        }
+
+    def predict(self, X: Any) -> np.ndarray:
+        out = self._forward(X)[:, 0].numpy()
+        return out * self.target_scale_ + self.target_mean_
 
 
 def _progress_factory() -> Callable[[list[Any], str], Any]:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # a disabled tune stage never touches a frame
 
 log = logging.getLogger(__name__)
 
+# tune.metric names -> keys of evaluation.metrics.score()
+METRIC_KEYS = {"error": "error_rate"}
+
 
 def check_space(space: dict[str, Any], model: str) -> None:
     """Fail early, naming the key, on a malformed search space."""

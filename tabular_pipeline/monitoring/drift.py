@@ -65,7 +65,7 @@ class DriftResult:
     columns: list[dict[str, Any]]
 
 
-def read_batch(path: Path, data: DataConfig) -> pd.DataFrame:
+def read_batch(path: Path, data: DataConfig, task: str | None = None) -> pd.DataFrame:
     """A current batch (CSV or Parquet) normalised like ingest: names, labels, types."""
     from tabular_pipeline.data import ingest, reader
 
@@ -73,13 +73,13 @@ def read_batch(path: Path, data: DataConfig) -> pd.DataFrame:
     names = {ingest.normalize_name(data.rename.get(c, c)) for c in frame.columns}
     typed = reader.table_format(path) == "parquet"
     if data.target in names:
-        return ingest.normalize(frame, data, str(path), typed)
+        return ingest.normalize(frame, data, str(path), typed, task=task)
     # A prediction log has no label: ingest's "target missing" warning is noise here.
     quiet = logging.getLogger(ingest.__name__)
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return ingest.normalize(frame, data, str(path), typed)
+        return ingest.normalize(frame, data, str(path), typed, task=task)
     finally:
         quiet.setLevel(level)
 
@@ -98,6 +98,10 @@ def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 
 
 def _prediction(pipeline: Any, frame: pd.DataFrame, positive: str | None) -> pd.Series:
+    """Binary: probability of the positive class (numeric); regression: the predicted
+    value (numeric); multiclass: the predicted label."""
+    if not hasattr(pipeline, "classes_"):
+        return pd.Series(np.asarray(pipeline.predict(frame), dtype=np.float64), index=frame.index)
     proba = pipeline.predict_proba(frame)
     classes = [str(c) for c in pipeline.classes_]
     return prediction_column(np.asarray(proba), classes, positive, frame.index)

@@ -12,7 +12,26 @@ from typing import Any
 from tabular_pipeline.errors import PipelineError
 
 # Metrics where a smaller value is better; every other metric: larger is better.
-LOWER_IS_BETTER = frozenset({"error_rate", "log_loss"})
+LOWER_IS_BETTER = frozenset({"error_rate", "log_loss", "rmse", "mae", "mape"})
+# Which task each known metric belongs to: a tolerance listed for the other
+# task's metric (register.max_regression has both) does not apply to this run.
+CLASSIFICATION_METRICS = frozenset(
+    {"accuracy", "error_rate", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc"}
+)
+REGRESSION_METRICS = frozenset({"rmse", "mae", "r2", "mape"})
+
+
+def direction(metric: str) -> str:
+    """'lower' or 'higher' (is better): named in every gate's record and log line."""
+    return "lower" if metric in LOWER_IS_BETTER else "higher"
+
+
+def applies(metric: str, metrics: dict[str, Any]) -> bool:
+    """False for a known metric of the other task (absent from this run's metrics)."""
+    if metric in metrics:
+        return True
+    other = CLASSIFICATION_METRICS if "rmse" in metrics else REGRESSION_METRICS
+    return metric not in other
 
 
 @dataclass
@@ -24,6 +43,7 @@ class Gate:
     value: float | None = None
     threshold: float | None = None
     detail: str = ""
+    direction: str | None = None  # "higher"/"lower" is better; None: not a metric bound
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +64,20 @@ class Decision:
     @property
     def failures(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
+
+    @property
+    def directions(self) -> dict[str, str]:
+        """Each gated metric's direction ("lower is better"), for the decision file.
+
+        One entry per metric, not per gate: ``dvc exp show --only-changed``
+        makes a column of every key that differs, and a metric's direction
+        never changes between runs while its gates come and go (a champion).
+        """
+        return {
+            g.name.split(".", 1)[1]: f"{g.direction} is better"
+            for g in sorted(self.gates, key=lambda g: g.name)
+            if g.direction is not None
+        }
 
 
 def _better_or_equal(metric: str, value: float, bound: float) -> bool:
@@ -73,7 +107,34 @@ def floor_gates(metrics: dict[str, Any], floors: dict[str, float]) -> list[Gate]
                 ok,
                 value,
                 float(floor),
-                f"test {name} {value:.4f} {'meets' if ok else 'misses'} the {word} {floor}",
+                f"test {name} {value:.4f} {'meets' if ok else 'misses'} the {word} {floor} "
+                f"({direction(name)} is better)",
+                direction(name),
+            )
+        )
+    return gates
+
+
+def ceiling_gates(metrics: dict[str, Any], ceilings: dict[str, float]) -> list[Gate]:
+    """Absolute maximums on lower-is-better test metrics (``max_metrics: {rmse: ...}``)."""
+    gates = []
+    for name, ceiling in sorted(ceilings.items()):
+        if name not in LOWER_IS_BETTER:
+            raise PipelineError(
+                f"register.ceilings.{name}: {name} is higher-is-better; a ceiling applies to "
+                f"{sorted(LOWER_IS_BETTER)} (put {name} under data.min_metrics)"
+            )
+        value = _metric(metrics, name, f"register.ceilings.{name}")
+        ok = value <= float(ceiling)
+        gates.append(
+            Gate(
+                f"ceiling.{name}",
+                ok,
+                value,
+                float(ceiling),
+                f"test {name} {value:.4f} {'meets' if ok else 'exceeds'} the ceiling {ceiling} "
+                "(lower is better)",
+                "lower",
             )
         )
     return gates
@@ -94,6 +155,8 @@ def regression_gates(
     gates = []
     label = f"champion v{champion_version}" if champion_version else "champion"
     for name, tol in sorted(tolerances.items()):
+        if not applies(name, metrics):
+            continue  # the other task's metric (register.max_regression lists both)
         value = _metric(metrics, name, f"register.max_regression.{name}")
         champ = _metric(champion, name, f"{label} re-scored")
         bound = champ + float(tol) if name in LOWER_IS_BETTER else champ - float(tol)
@@ -105,7 +168,9 @@ def regression_gates(
                 value,
                 round(bound, 6),
                 f"test {name} {value:.4f} vs {label} {champ:.4f} on the same test split "
-                f"(tolerance {tol}): {'ok' if ok else 'regression'}",
+                f"(tolerance {tol}, {direction(name)} is better, bound {bound:.4f}): "
+                f"{'ok' if ok else 'regression'}",
+                direction(name),
             )
         )
     return gates
@@ -131,23 +196,28 @@ def drift_gate(drift: dict[str, Any] | None) -> list[Gate]:
 
 
 def fairness_gates(fairness: dict[str, Any], max_gap: float | None) -> list[Gate]:
-    """Optional ceiling on the demographic parity difference of each sensitive column."""
+    """Optional ceiling on each sensitive column's gap: the demographic parity
+    difference (classification) or the largest between-group MAE gap
+    (regression, in the target's units)."""
     if max_gap is None:
         return []
     gates = []
     for column, gaps in sorted(fairness.items()):
-        dpd = gaps.get("dpd")
-        if dpd is None:
+        key = "mae_gap" if "mae_gap" in gaps else "dpd"
+        gap = gaps.get(key)
+        if gap is None:
             continue
-        ok = float(dpd) <= float(max_gap)
+        what = "largest MAE gap" if key == "mae_gap" else "demographic parity difference"
+        ok = float(gap) <= float(max_gap)
         gates.append(
             Gate(
-                f"fairness.{column}.dpd",
+                f"fairness.{column}.{key}",
                 ok,
-                float(dpd),
+                float(gap),
                 float(max_gap),
-                f"demographic parity difference by {column} {dpd:.4f} "
-                f"{'within' if ok else 'exceeds'} the ceiling {max_gap}",
+                f"{what} by {column} {gap:.4f} "
+                f"{'within' if ok else 'exceeds'} the ceiling {max_gap} (lower is better)",
+                "lower",
             )
         )
     return gates
@@ -162,9 +232,11 @@ def decide(
     drift: dict[str, Any] | None,
     max_fairness_gap: float | None,
     champion_version: str | None = None,
+    ceilings: dict[str, float] | None = None,
 ) -> Decision:
     return Decision(
         floor_gates(metrics, floors)
+        + ceiling_gates(metrics, ceilings or {})
         + regression_gates(metrics, champion, tolerances, champion_version)
         + drift_gate(drift)
         + fairness_gates(metrics.get("fairness") or {}, max_fairness_gap)

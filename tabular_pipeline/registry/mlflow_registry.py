@@ -128,12 +128,10 @@ def load_version(name: str, version: int) -> Any:
 
 def rescore(name: str, version: int, test: Any, target: str) -> dict[str, Any]:
     """A registered version's test metrics on today's test split."""
-    from tabular_pipeline.evaluation.metrics import classification_metrics
-    from tabular_pipeline.models.modeling import predict_proba
+    from tabular_pipeline.evaluation.metrics import score
 
     log.info("re-scoring %s v%s on this test split", name, version)
-    proba, classes = predict_proba(load_version(name, version), test, target)
-    return classification_metrics(test[target], proba, classes)
+    return score(load_version(name, version), test, target)
 
 
 def record_decision(

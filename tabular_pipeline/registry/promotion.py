@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypedDict
 
-from tabular_pipeline.registry.gates import Decision
+from tabular_pipeline.registry.gates import Decision, applies
 
 
 class DecisionHeadline(TypedDict):
@@ -29,6 +29,7 @@ class DecisionDetails(TypedDict):
     champion_version: int | None
     champion_rescored: dict[str, Any] | None
     gates: dict[str, dict[str, Any]]
+    directions: dict[str, str]
     failures: list[str]
 
 
@@ -94,9 +95,10 @@ def records(
         "champion_rescored": (
             None
             if champion is None or champion_before == version
-            else {k: champion.get(k) for k in sorted(compared)}
+            else {k: champion.get(k) for k in sorted(compared) if applies(k, champion)}
         ),
         "gates": {g.name: g.as_dict() for g in decision.gates},
+        "directions": decision.directions,
         "failures": [g.detail for g in decision.failures],
     }
     headline: DecisionHeadline = {"promoted": champion_after == version, "version": version}

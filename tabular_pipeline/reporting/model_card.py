@@ -40,7 +40,12 @@ def build(
     lineage: dict[str, Any],
     versions: dict[str, str],
 ) -> dict[str, Any]:
-    headline = {k: evaluation.get(k) for k in ("accuracy", "f1_macro", "roc_auc", "log_loss")}
+    keys = (
+        ("rmse", "mae", "r2", "mape")
+        if "rmse" in evaluation
+        else ("accuracy", "f1_macro", "roc_auc", "log_loss")
+    )
+    headline = {k: evaluation.get(k) for k in keys}
     return {
         "schema": SCHEMA,
         "model_details": {
@@ -124,9 +129,15 @@ def from_artifacts(
     decision: dict[str, Any],
 ) -> dict[str, Any]:
     """The card from the pipeline's own outputs (what ``register`` read and decided)."""
+    from tabular_pipeline.models.modeling import task_model_cfg
+
     return build(
         model_name=registry["model_name"],
-        model_cfg=dict(params["model"]),
+        # The estimator that was trained: the model file's regressor block for
+        # a regression run (its metrics say which).
+        model_cfg=task_model_cfg(
+            dict(params["model"]), "regression" if "rmse" in evaluation else "binary"
+        ),
         seed=int(params["seed"]),
         registry=registry,
         data=lineage.data_section(data, split_dir),
@@ -237,6 +248,8 @@ def to_markdown(card: dict[str, Any]) -> str:
     fair = card["fairness"]
     if not fair.get("columns"):
         lines += ["_No sensitive columns configured (`data.sensitive`)._", ""]
+    elif fair.get("task") == "regression":
+        lines += _regression_fairness(fair)
     else:
         lines += [
             f"Positive class `{fair['positive_label']}`. Gaps over groups with at least "
@@ -288,6 +301,7 @@ def to_markdown(card: dict[str, Any]) -> str:
         )
         lines.append("")
     dec = card["decision"]
+    directions = dec.get("directions") or {}
     lines += [
         "## Registry decision",
         "",
@@ -295,8 +309,11 @@ def to_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     lines += _table(
-        ["gate", "passed", "value", "threshold"],
-        [[k, g["passed"], g["value"], g["threshold"]] for k, g in dec["gates"].items()],
+        ["gate", "passed", "value", "threshold", "direction"],
+        [
+            [k, g["passed"], g["value"], g["threshold"], directions.get(k.split(".", 1)[-1])]
+            for k, g in dec["gates"].items()
+        ],
     )
     lin = card["lineage"]
     lines += ["", "## Lineage", ""]
@@ -306,3 +323,39 @@ def to_markdown(card: dict[str, Any]) -> str:
             lines += [f"- **{k}**:"] + [f"  - `{p}`: `{h}`" for p, h in sorted(v.items())]
     lines.append("")
     return "\n".join(lines)
+
+
+def _regression_fairness(fair: dict[str, Any]) -> list[str]:
+    """Per-group error of a regressor: where it is less accurate, and biased which way."""
+    lines = [
+        f"Per group: mean target and prediction, MAE and mean residual (prediction - "
+        f"actual: > 0 over-predicts). Gap = largest MAE difference over groups with at "
+        f"least {fair['min_group_size']} test rows, with a bootstrap 95 % CI.",
+        "",
+    ]
+    for column, info in fair["columns"].items():
+        ci = info.get("mae_gap_ci") or {}
+        interval = f" (95 % CI {_fmt(ci.get('low'))} to {_fmt(ci.get('high'))})" if ci else ""
+        lines += [
+            f"### {column}",
+            "",
+            f"Largest MAE gap {_fmt(info.get('mae_gap'))}{interval}: "
+            f"{_fmt(info.get('worst_group'))} vs {_fmt(info.get('best_group'))}.",
+            "",
+        ]
+        lines += _table(
+            ["group", "n", "mean target", "mean prediction", "MAE", "mean residual"],
+            [
+                [
+                    g["group"],
+                    g["size"],
+                    g["mean_target"],
+                    g["mean_prediction"],
+                    g["mae"],
+                    g["mean_residual"],
+                ]
+                for g in info["groups"]
+            ],
+        )
+        lines.append("")
+    return lines

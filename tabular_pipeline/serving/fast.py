@@ -162,7 +162,8 @@ class HGBForest:
         self.loss = estimator._loss
         self.n_features = int(estimator.n_features_in_)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        """The ensemble's raw score, (n, k), summed in sklearn's order."""
         n = X.shape[0]
         node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
         rows = np.arange(n)[:, None]
@@ -182,28 +183,45 @@ class HGBForest:
                 [np.full((n, 1), self.baseline[k]), leaves[:, k :: self.k]], axis=1
             )
             raw[:, k] = np.cumsum(terms, axis=1)[:, -1]
-        return np.asarray(self.loss.predict_proba(raw))
+        return raw
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.loss.predict_proba(self.raw(X)))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The regressor's prediction: the loss's inverse link of the raw score."""
+        return np.asarray(self.loss.link.inverse(self.raw(X).ravel()))
 
 
 def compile_estimator(estimator: Any) -> Any:
-    """A faster exact ``predict_proba`` for estimators we know; None for the others."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    """A faster exact ``predict_proba`` (classifier) or ``predict`` (regressor) for
+    estimators we know; None for the others (they get the compiled featurizer only:
+    RandomForest and linear models are fast on a row already)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    if type(estimator) is HistGradientBoostingClassifier:
+    if type(estimator) in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
         try:
-            return HGBForest(estimator).predict_proba
+            forest = HGBForest(estimator)
         except (Unsupported, AttributeError, KeyError, ValueError) as exc:
             log.info("HGB fast path off: %s", exc)
+            return None
+        if type(estimator) is HistGradientBoostingRegressor:
+            return forest.predict
+        return forest.predict_proba
     return None
 
 
 class FastPredictor:
-    """``predict_proba`` on JSON rows: compiled featurizer if verified exact, else the pipeline."""
+    """``predict_proba`` (classifier) or ``predict`` (regressor) on JSON rows: compiled
+    featurizer if verified exact, else the pipeline."""
 
     def __init__(self, pipeline: Pipeline, specs: list[FieldSpec]) -> None:
         self.pipeline = pipeline
         self.specs = specs
-        self.classes = [str(c) for c in pipeline.classes_]
+        self.regression = not hasattr(pipeline, "classes_")
+        # The estimator/pipeline method every path calls: one output per task.
+        self.method = "predict" if self.regression else "predict_proba"
+        self.classes = [] if self.regression else [str(c) for c in pipeline.classes_]
         self.raw_categories: dict[str, dict[str, Any]] = {}
         self.reason = ""
         try:
@@ -217,13 +235,14 @@ class FastPredictor:
             if compiled is not None:
                 self._estimate, self.compiled_estimator = compiled, True
                 if self._self_check():
-                    log.warning("compiled %s differs: using its predict_proba", self.estimator)
-                    self._estimate, self.compiled_estimator = self.estimator.predict_proba, False
+                    log.warning("compiled %s differs: using its %s", self.estimator, self.method)
+                    self._estimate = getattr(self.estimator, self.method)
+                    self.compiled_estimator = False
             mismatch = self._self_check()
             if mismatch:
                 self.fast, self.reason = False, mismatch
         if not self.fast:
-            log.warning("fast path off (%s): using pipeline.predict_proba", self.reason)
+            log.warning("fast path off (%s): using pipeline.%s", self.reason, self.method)
 
     # -- compile -----------------------------------------------------------------
     def _compile(self) -> None:
@@ -232,7 +251,7 @@ class FastPredictor:
             raise Unsupported("pipeline is not featurizer + estimator")
         featurizer: ColumnTransformer = steps[0][1]
         self.estimator = steps[1][1]
-        self._estimate = self.estimator.predict_proba
+        self._estimate = getattr(self.estimator, self.method)
         if getattr(featurizer, "sparse_output_", False):
             raise Unsupported("sparse featurizer output")
         if getattr(featurizer, "_sklearn_output_config", {}).get("transform") not in (
@@ -308,15 +327,27 @@ class FastPredictor:
             return self.transform(rows)
         return np.asarray(self.pipeline[:-1].transform(self._frame(rows)))
 
-    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
+    def _output(self, rows: list[dict[str, Any]]) -> np.ndarray:
         if self.fast:
             X = self.transform(rows)
             # The lock-step walk wins on small requests; sklearn's per-tree Cython
             # loop wins on big batches. Both are exact.
             if len(rows) <= SMALL_BATCH:
                 return np.asarray(self._estimate(X))
-            return np.asarray(self.estimator.predict_proba(X))
-        return np.asarray(self.pipeline.predict_proba(self._frame(rows)))
+            return np.asarray(getattr(self.estimator, self.method)(X))
+        return np.asarray(getattr(self.pipeline, self.method)(self._frame(rows)))
+
+    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Class probabilities (classifier)."""
+        if self.regression:
+            raise TypeError("a regressor has no predict_proba: use predict")
+        return self._output(rows)
+
+    def predict(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Predicted values as float64 (regressor)."""
+        if not self.regression:
+            raise TypeError("use predict_proba for a classifier")
+        return self._output(rows).astype(np.float64).ravel()
 
     # -- self check --------------------------------------------------------------
     def _probe_rows(self) -> list[dict[str, Any]]:
@@ -348,8 +379,8 @@ class FastPredictor:
         got_X = self.transform(rows)
         if expected_X.dtype != got_X.dtype or not np.array_equal(expected_X, got_X):
             return "compiled featurizer differs from the fitted one"
-        expected = self.pipeline.predict_proba(self._frame(rows))
+        expected = getattr(self.pipeline, self.method)(self._frame(rows))
         got = self._estimate(got_X)
         if not np.array_equal(expected, got):
-            return "estimator output differs from pipeline.predict_proba"
+            return f"estimator output differs from pipeline.{self.method}"
         return ""

@@ -48,6 +48,7 @@ class ServingConfig:
     # /explain: background rows (JSON records), seed and permutation budget for
     # explainers that need them (see tabular_pipeline/explain/shap_values.py).
     explain: dict[str, Any] = field(default_factory=dict)
+    task: str = "binary"  # binary | multiclass | regression: the response shape
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -70,6 +71,7 @@ class ServingConfig:
             variants=[Variant(**v) for v in payload["variants"]],
             serve=serve,
             explain=dict(payload.get("explain", {})),
+            task=str(payload.get("task", "binary")),
         )
 
 
@@ -175,6 +177,27 @@ class PredictionLog:
                 "features": row,
                 "label": label,
                 "proba": [float(p) for p in proba],
+            }
+            self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
+
+    def write_values(
+        self,
+        rows: list[dict[str, Any]],
+        values: Any,
+        variant: Variant,
+        ids: list[str] | None = None,
+    ) -> None:
+        """A regressor's records: the predicted value instead of a label and probabilities."""
+        now = time.time()
+        ids = ids if ids is not None else [""] * len(rows)
+        for row, value, pid in zip(rows, values, ids, strict=True):
+            record = {
+                "prediction_id": pid,
+                "ts": now,
+                "variant": variant.name,
+                "model_sha256": variant.sha256,
+                "features": row,
+                "prediction": float(value),
             }
             self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
 

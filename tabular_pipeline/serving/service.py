@@ -41,6 +41,9 @@ KEY_HEADER = SERVE.ab.key_header.lower()
 API_PATHS = ["/predict", "/predict_batch", "/explain", "/explain_batch"]
 
 
+REGRESSION = CONFIG.task == "regression"
+
+
 class Prediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     prediction_id: str  # joins a delayed label to this prediction (see docs/monitoring.md)
@@ -55,6 +58,24 @@ class BatchPrediction(BaseModel):
     prediction_ids: list[str]  # one per row, in order
     labels: list[str]
     probabilities: list[dict[str, float]]
+    variant: str
+    model_version: str
+
+
+class ValuePrediction(BaseModel):
+    """A regressor's answer: the predicted value in the target's units."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    prediction_id: str  # joins a delayed label to this prediction (see docs/monitoring.md)
+    prediction: float
+    variant: str
+    model_version: str
+
+
+class BatchValuePrediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    prediction_ids: list[str]  # one per row, in order
+    predictions: list[float]
     variant: str
     model_version: str
 
@@ -87,6 +108,11 @@ class BatchExplanation(BaseModel):
     explanations: list[RowExplanation]
     variant: str
     model_version: str
+
+
+# The response schema follows the task the Bento was built for (serving.json).
+One = ValuePrediction if REGRESSION else Prediction
+Many = BatchValuePrediction if REGRESSION else BatchPrediction
 
 
 def _fields(row: Any) -> dict[str, Any]:
@@ -161,47 +187,34 @@ class TabularService:
                 worker=max(worker - 1, 0),
             )
 
-    def _run(
-        self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str
-    ) -> tuple[list[str], list[str], list[dict[str, float]], Variant]:
+    def _run(self, rows: list[dict[str, Any]], ctx: bentoml.Context, endpoint: str) -> BaseModel:
+        """Predict ``rows`` with the request's variant; the response is the batch shape."""
         key = ctx.request.headers.get(KEY_HEADER)
         variant = choose_variant(self.variants, key, SERVE.ab.salt)
         predictor = self.predictors[variant.name]
         start = time.perf_counter()
-        proba = predictor.predict_proba(rows)
+        output = predictor.predict(rows) if REGRESSION else predictor.predict_proba(rows)
         self.latency.labels(variant=variant.name, endpoint=endpoint).observe(
             time.perf_counter() - start
         )
         self.requests.labels(variant=variant.name, endpoint=endpoint).inc(len(rows))
-        classes = predictor.classes
-        top = proba.argmax(axis=1)
-        labels = [classes[i] for i in top]
-        probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in proba]
         # Random, not derived from the row: the same row sent twice is two predictions.
         ids = [uuid.uuid4().hex for _ in rows]
-        if self.prediction_log is not None:
-            self.prediction_log.write(rows, labels, proba, variant, ids)
         ctx.response.metadata["x-model-variant"] = variant.name
-        return ids, labels, probabilities, variant
-
-    @bentoml.api(route="/predict")
-    async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
-        """Predict one row: the label, the class probabilities and the model version."""
-        ids, labels, probabilities, variant = self._run([_fields(row)], ctx, "predict")
-        return Prediction(
-            prediction_id=ids[0],
-            label=labels[0],
-            probabilities=probabilities[0],
-            variant=variant.name,
-            model_version=_version(variant),
-        )
-
-    @bentoml.api(route="/predict_batch")
-    async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> BatchPrediction:
-        """Predict a list of rows (at most serve.max_batch_rows)."""
-        ids, labels, probabilities, variant = self._run(
-            [_fields(r) for r in rows], ctx, "predict_batch"
-        )
+        if REGRESSION:
+            if self.prediction_log is not None:
+                self.prediction_log.write_values(rows, output, variant, ids)
+            return BatchValuePrediction(
+                prediction_ids=ids,
+                predictions=[float(v) for v in output],
+                variant=variant.name,
+                model_version=_version(variant),
+            )
+        classes = predictor.classes
+        labels = [classes[i] for i in output.argmax(axis=1)]
+        probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in output]
+        if self.prediction_log is not None:
+            self.prediction_log.write(rows, labels, output, variant, ids)
         return BatchPrediction(
             prediction_ids=ids,
             labels=labels,
@@ -257,6 +270,32 @@ class TabularService:
             variant=variant.name,
             model_version=_version(variant),
         )
+
+    @bentoml.api(route="/predict")
+    async def predict(self, row: Row, /, ctx: bentoml.Context) -> One:  # type: ignore[valid-type]
+        """Predict one row: the label and class probabilities (classifier) or the
+        predicted value (regressor), and the model version."""
+        batch = self._run([_fields(row)], ctx, "predict")
+        if isinstance(batch, BatchValuePrediction):
+            return ValuePrediction(
+                prediction_id=batch.prediction_ids[0],
+                prediction=batch.predictions[0],
+                variant=batch.variant,
+                model_version=batch.model_version,
+            )
+        assert isinstance(batch, BatchPrediction)
+        return Prediction(
+            prediction_id=batch.prediction_ids[0],
+            label=batch.labels[0],
+            probabilities=batch.probabilities[0],
+            variant=batch.variant,
+            model_version=batch.model_version,
+        )
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(self, rows: Rows, /, ctx: bentoml.Context) -> Many:  # type: ignore[valid-type]
+        """Predict a list of rows (at most serve.max_batch_rows)."""
+        return self._run([_fields(r) for r in rows], ctx, "predict_batch")
 
 
 _service: Any = TabularService  # the decorator returns a bentoml Service

@@ -1,0 +1,146 @@
+"""End to end, regression: `dvc repro` of a 600-row gapminder sample through `package`,
+the Bento served (float predictions, batch, 4xx), a no-op repro and a queued sweep of two
+regression models. One project, one test: building costs most of the time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, git, make_project, ran_stages, run
+from tests.servers import bento_server
+
+pytestmark = pytest.mark.slow
+
+ALL = ["compose", "ingest", "validate", "split", "featurize", "tune", "train", "evaluate"]
+ALL += ["drift", "register", "package"]
+
+
+def gapminder_project(tmp: Path, rows: int = 600) -> Path:
+    """The sampled project with data=gapminder as the default and smaller budgets."""
+    project = make_project(tmp, train_rows=50, test_rows=50)
+    src = ROOT / "data/raw/gapminder/gapminder.csv.gz"
+    with gzip.open(src, "rt") as fh:
+        header, *lines = fh.read().splitlines()
+    picked = sorted(np.random.default_rng(0).choice(len(lines), size=rows, replace=False))
+    with gzip.open(project / "data/raw/gapminder/gapminder.csv.gz", "wt") as fh:
+        fh.write("\n".join([header, *(lines[i] for i in picked)]) + "\n")
+    cfg = project / "conf/config.yaml"
+    text = cfg.read_text().replace("  - data: adult\n", "  - data: gapminder\n")
+    text = re.sub(r"n_repeats: \d+", "n_repeats: 1", text)
+    text = re.sub(r"n_resamples: \d+", "n_resamples: 200", text)
+    cfg.write_text(text)
+    model = project / "conf/model/hgb.yaml"
+    model.write_text(model.read_text().replace("max_iter: 500", "max_iter: 100"))
+    # dvc.yaml interpolates paths from params.yaml before the compose stage
+    # could rewrite it (as `make repro` does): compose first.
+    run([sys.executable, "-m", "stages.compose"], project)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "gapminder sample")
+    return project
+
+
+def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
+    project = gapminder_project(tmp_path)
+    out = run(["dvc", "repro"], project, timeout=900)
+    assert ran_stages(out.stdout) == ALL
+    assert "task: regression" in out.stderr + out.stdout
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert set(metrics) >= {"rmse", "mae", "r2", "mape", "n_rows", "fairness"}
+    assert metrics["r2"] > 0.6 and "accuracy" not in metrics
+    assert metrics["fairness"]["continent"]["mae_gap"] is not None
+    fairness = json.loads((project / "reports/evaluate/fairness.json").read_text())
+    assert set(fairness["ci"]) == {"rmse", "mae", "r2"}
+    assert fairness["columns"]["continent"]["mae_gap_ci"]["low"] is not None
+    assert json.loads((project / "metrics/register.json").read_text())["promoted"]
+    decision = json.loads((project / "reports/register/decision.json").read_text())
+    assert decision["decision"] == "promoted"
+    assert set(decision["gates"]) == {"floor.r2", "ceiling.rmse", "drift"}
+    assert decision["directions"] == {"r2": "higher is better", "rmse": "lower is better"}
+    scatter = pd.read_csv(project / "plots/regression/predicted_vs_actual.csv")
+    assert len(scatter) == metrics["n_rows"] and scatter.notna().all().all()
+    card = (project / "reports/model_card/model_card.md").read_text()
+    assert "HistGradientBoostingRegressor" in card and "Largest MAE gap" in card
+    plots = run(["dvc", "plots", "show", "--json"], project)
+    payload = json.loads(plots.stdout)
+    assert not payload.get("errors"), payload.get("errors")
+    assert {"Predicted vs actual", "Residual distribution", "MAE by group"} <= set(payload["data"])
+
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "repro")
+    with bento_server(project, tmp_path, "k") as url:
+        test = pd.read_parquet(project / "data/split/test.parquet").drop(columns=["lifeexp"])
+        rows = json.loads(test.to_json(orient="records"))
+        auth = {"Authorization": "Bearer k"}
+        one = httpx.post(f"{url}/predict", json=rows[0], headers=auth, timeout=30)
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert set(body) == {"prediction_id", "prediction", "variant", "model_version"}
+        assert isinstance(body["prediction"], float)
+        batch = httpx.post(f"{url}/predict_batch", json=rows, headers=auth, timeout=30).json()
+        expected = pd.read_parquet(project / "data/predictions/test.parquet")["predicted"]
+        np.testing.assert_allclose(batch["predictions"], expected, rtol=1e-9, atol=0)
+        assert batch["predictions"][0] == body["prediction"]
+        bad = json.dumps(rows[0] | {"gdppercap": 1.0}).replace(
+            '"gdppercap": 1.0', '"gdppercap": Infinity'
+        )
+        inf = httpx.post(
+            f"{url}/predict",
+            content=bad,
+            headers=auth | {"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert inf.status_code == 400 and "gdppercap" in inf.text
+        assert httpx.post(f"{url}/predict", json=rows[0], timeout=30).status_code == 401
+
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == []
+
+    # One param change (as tests/test_e2e.py measures it: a fresh MLflow store,
+    # so no champion comparison) fits on one screen of `dvc exp show`.
+    (project / "mlflow.db").unlink()
+    shutil.rmtree(project / "mlartifacts", ignore_errors=True)
+    model = project / "conf/model/hgb.yaml"
+    model.write_text(model.read_text().replace("learning_rate: 0.05", "learning_rate: 0.1"))
+    out = run(["dvc", "repro"], project)
+    assert ran_stages(out.stdout) == ["compose", "tune", *ALL[6:]]
+    header = run(["dvc", "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0]
+    columns = [c for c in header.split(",") if c not in ("rev", "typ")]
+    assert "model.learning_rate" in columns and "r2" in columns
+    assert len(columns) <= 25, columns
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "learning rate")
+
+    # A queued sweep of two regression models.
+    run(["dvc", "exp", "run", "--queue", "-S", "model=linear"], project)
+    run(["dvc", "exp", "run", "--queue", "-S", "model=random_forest"], project)
+    run(["dvc", "queue", "start", "-j", "1"], project)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    exps = [e["data"] for rev in shown for g in (rev.get("experiments") or []) for e in g["revs"]]
+    built = {
+        e["params"]["params.yaml"]["data"]["model"]["regressor"]["_target_"]: e["metrics"][
+            "metrics/evaluate.json"
+        ]["data"]
+        for e in exps
+    }
+    assert set(built) == {
+        "sklearn.linear_model.Ridge",
+        "sklearn.ensemble.RandomForestRegressor",
+    }
+    assert all(m["rmse"] > 0 and m["r2"] > 0 for m in built.values())
