@@ -18,65 +18,28 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import KEY, free_port, pct, start, stop, wait_ready  # noqa: E402
-
-
-async def load(
-    url: str, path: str, rows: list[dict[str, Any]], clients: int, total: int
-) -> tuple[float, list[float]]:
-    """``total`` single-row requests to ``path`` from ``clients`` loops: (req/s, latencies)."""
-    latencies: list[float] = []
-    counter = iter(range(total))
-    headers = {"Authorization": f"Bearer {KEY}"}
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-
-        async def client() -> None:
-            for i in counter:
-                start_time = time.perf_counter()
-                async with session.post(f"{url}{path}", json=rows[i % len(rows)]) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise SystemExit(f"{path}: HTTP {r.status}: {await r.text()}")
-                latencies.append(time.perf_counter() - start_time)
-
-        for _ in range(30):  # warm-up
-            async with session.post(f"{url}{path}", json=rows[0]) as r:
-                await r.read()
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        wall = time.perf_counter() - began
-    return total / wall, latencies
-
-
-async def batch_ms(url: str, rows: list[dict[str, Any]], repeats: int) -> float:
-    headers = {"Authorization": f"Bearer {KEY}"}
-    times = []
-    async with aiohttp.ClientSession(headers=headers) as session:
-        for i in range(repeats + 1):
-            start_time = time.perf_counter()
-            async with session.post(f"{url}/explain_batch", json=rows) as r:
-                await r.read()
-                if r.status != 200:
-                    raise SystemExit(f"batch HTTP {r.status}: {(await r.text())[:500]}")
-            if i:
-                times.append(time.perf_counter() - start_time)
-    return statistics.median(times) * 1000
+from bench.serving import (  # noqa: E402
+    KEY,
+    batch_time,
+    free_port,
+    load,
+    pct,
+    start,
+    stop,
+    wait_ready,
+)
 
 
 def main() -> None:
@@ -114,9 +77,11 @@ def main() -> None:
         ready_s = time.perf_counter() - began
         for path in ("/predict", "/explain"):
             for clients in (1, 8):
-                rps, lat = asyncio.run(load(url, path, rows, clients, args.requests))
+                rps, lat = asyncio.run(load(url, rows, clients, args.requests, path))
                 results[(path, clients)] = (rps, pct(lat, 0.5), pct(lat, 0.99))
-        batch = asyncio.run(batch_ms(url, rows[:100], args.batch_repeats))
+        batch = 1000 * asyncio.run(
+            batch_time(url, rows[:100], args.batch_repeats, "/explain_batch")
+        )
     finally:
         stop(proc)
 

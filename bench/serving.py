@@ -88,7 +88,7 @@ async def wait_ready(url: str, path: str, proc: subprocess.Popen[bytes], log: Pa
 
 
 async def load(
-    url: str, rows: list[dict[str, Any]], clients: int, total: int
+    url: str, rows: list[dict[str, Any]], clients: int, total: int, path: str = "/predict"
 ) -> tuple[float, list[float]]:
     """``total`` single-row requests from ``clients`` concurrent loops: (req/s, latencies)."""
     latencies: list[float] = []
@@ -101,14 +101,14 @@ async def load(
             for i in counter:
                 body = rows[i % len(rows)]
                 start = time.perf_counter()
-                async with session.post(f"{url}/predict", json=body) as r:
+                async with session.post(f"{url}{path}", json=body) as r:
                     await r.read()
                     if r.status != 200:
                         raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")
                 latencies.append(time.perf_counter() - start)
 
         for _ in range(50):  # warm-up
-            async with session.post(f"{url}/predict", json=rows[0]) as r:
+            async with session.post(f"{url}{path}", json=rows[0]) as r:
                 await r.read()
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
@@ -116,13 +116,15 @@ async def load(
     return total / wall, latencies
 
 
-async def batch_time(url: str, rows: list[dict[str, Any]], repeats: int) -> float:
+async def batch_time(
+    url: str, rows: list[dict[str, Any]], repeats: int, path: str = "/predict_batch"
+) -> float:
     headers = {"Authorization": f"Bearer {KEY}"}
     times = []
     async with aiohttp.ClientSession(headers=headers) as session:
         for i in range(repeats + 1):
             start = time.perf_counter()
-            async with session.post(f"{url}/predict_batch", json=rows) as r:
+            async with session.post(f"{url}{path}", json=rows) as r:
                 await r.read()
                 if r.status != 200:
                     raise SystemExit(f"{url}: batch HTTP {r.status}: {(await r.text())[:500]}")

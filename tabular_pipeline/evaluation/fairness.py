@@ -202,16 +202,13 @@ def bootstrap_ci(
     return out
 
 
-def group_bars(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def group_bars(
+    tables: dict[str, pd.DataFrame], values: tuple[str, ...] = ("selection_rate", "tpr")
+) -> pd.DataFrame:
     """Long table for DVC's bar template: one bar per (column, group)."""
-    rows = [
-        {
-            "group": f"{column}={row.group}",
-            "selection_rate": row.selection_rate,
-            "tpr": row.tpr,
-            "size": row.size,
-        }
+    columns = ["group", *values, "size"]
+    frames = [
+        table.assign(group=[f"{column}={g}" for g in table["group"]])[columns]
         for column, table in tables.items()
-        for row in table.itertuples(index=False)
     ]
-    return pd.DataFrame(rows, columns=["group", "selection_rate", "tpr", "size"])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.evaluation import fairness
 from tabular_pipeline.evaluation.fairness import MISSING, _weights
 
 DIGITS = 6
@@ -222,14 +223,4 @@ def fairness_report(
 
 def group_bars(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Long table for DVC's bar template: one bar per (column, group)."""
-    rows = [
-        {
-            "group": f"{column}={row.group}",
-            "mae": row.mae,
-            "mean_residual": row.mean_residual,
-            "size": row.size,
-        }
-        for column, table in tables.items()
-        for row in table.itertuples(index=False)
-    ]
-    return pd.DataFrame(rows, columns=["group", "mae", "mean_residual", "size"])
+    return fairness.group_bars(tables, ("mae", "mean_residual"))
