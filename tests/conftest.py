@@ -25,6 +25,7 @@ BIN = Path(sys.executable).parent
 # schema): the tests never read data/raw/adult or conf/data/adult.yaml, so a
 # project started from the template (which has neither) keeps its test suite.
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "adult"
+GAPMINDER = FIXTURE.parent / "gapminder"  # the regression example, likewise
 # Project paths a test copy never takes from the checkout: the checkout's own
 # data and example outputs (the fixture provides the data).
 NOT_COPIED = ("data/raw/", "dvc.lock", "metrics/", "plots/", "reports/")

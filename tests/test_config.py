@@ -23,7 +23,7 @@ from tabular_pipeline.config import (
 )
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models.modeling import build_estimator, task_model_cfg
-from tests.conftest import FIXTURE, composed_params
+from tests.conftest import FIXTURE, GAPMINDER, composed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = compose.HydraSettings()
@@ -76,6 +76,12 @@ def test_fixture_data_config_is_the_example_one() -> None:
         pytest.skip("no Adult example here (a project started from the template)")
     for rel in ("conf/data/adult.yaml", "conf/data/schema/adult.yaml"):
         assert (FIXTURE / rel).read_text() == (ROOT / rel).read_text(), rel
+    for rel in (
+        "conf/data/gapminder.yaml",
+        "conf/data/schema/gapminder.yaml",
+        "data/raw/gapminder/gapminder.csv.gz",
+    ):
+        assert (GAPMINDER / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
 
 
 def test_parse_section_reports_the_bad_key() -> None:

@@ -6,6 +6,7 @@ log is in tests/test_serving_e2e.py (one served session).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabular_pipeline.config import DataConfig, MonitorConfig, load_params, parse_section
+from tabular_pipeline.config import DataConfig, MonitorConfig, parse_section
 from tabular_pipeline.data import ingest
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import dashboard, export, logs, quality, retrain
@@ -167,8 +168,8 @@ def test_labels_outside_the_classes_are_rejected() -> None:
         quality.live_metrics(frame, ["<=50K", ">50K"], ["accuracy"], 10, 0.95, 0)
 
 
-def test_monitor_section_of_the_committed_params_parses_and_checks_max_drop() -> None:
-    params = load_params(ROOT / "params.yaml")
+def test_monitor_section_of_the_shipped_params_parses_and_checks_max_drop() -> None:
+    params = copy.deepcopy(composed_params())  # a fresh project has no params.yaml yet
     cfg = parse_section(params, "monitor", MonitorConfig)
     assert cfg.gate.critical_columns == params["data"]["sensitive"]
     assert set(cfg.quality.max_drop) <= set(cfg.quality.metrics)

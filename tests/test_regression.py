@@ -25,7 +25,7 @@ from tabular_pipeline.models.modeling import fit_pipeline, task_model_cfg
 from tabular_pipeline.registry import gates
 from tabular_pipeline.serving.fast import FastPredictor
 from tabular_pipeline.serving.schema import build_field_specs, frame_to_rows
-from tests.conftest import ROOT, shipped
+from tests.conftest import GAPMINDER, ROOT, composed_params, shipped
 
 
 # -- task inference and rules ---------------------------------------------------------
@@ -236,9 +236,11 @@ def test_torch_regressor_learns_and_is_deterministic() -> None:
 # -- fast path parity on the shipped example -------------------------------------------
 @pytest.fixture(scope="module")
 def gapminder() -> tuple[DataConfig, dict[str, pd.DataFrame]]:
-    from tabular_pipeline.config import load_data_config, load_params
+    import copy
 
-    params = load_params(ROOT / "params.yaml")
+    from tabular_pipeline.config import load_data_config
+
+    params = copy.deepcopy(composed_params())  # a generated project has no params.yaml
     params["data"] = {
         **params["data"],
         "name": "gapminder",
@@ -250,10 +252,10 @@ def gapminder() -> tuple[DataConfig, dict[str, pd.DataFrame]]:
         "label_map": {},
         "rename": {},
         "source": {"train": "data/raw/gapminder/gapminder.csv.gz", "test": None, "read": {}},
-        "schema": str(ROOT / "conf/data/schema/gapminder.yaml"),
+        "schema": str(GAPMINDER / "conf/data/schema/gapminder.yaml"),
     }
     cfg = load_data_config(params)
-    frame = normalize(read_table(ROOT / cfg.source.train), cfg)
+    frame = normalize(read_table(GAPMINDER / cfg.source.train), cfg)
     buffer = io.BytesIO()  # as split writes and train reads it
     frame.to_parquet(buffer, index=False)
     frame = pd.read_parquet(buffer)

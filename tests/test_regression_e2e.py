@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, git, make_project, ran_stages, run
+from tests.conftest import GAPMINDER, git, make_project, ran_stages, run
 from tests.servers import bento_server
 
 pytestmark = pytest.mark.slow
@@ -28,8 +28,9 @@ ALL += ["drift", "register", "package"]
 
 def gapminder_project(tmp: Path, rows: int = 600) -> Path:
     """The sampled project with data=gapminder as the default and smaller budgets."""
-    project = make_project(tmp, train_rows=50, test_rows=50)
-    src = ROOT / "data/raw/gapminder/gapminder.csv.gz"
+    project = make_project(tmp)
+    shutil.copytree(GAPMINDER, project, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
+    src = GAPMINDER / "data/raw/gapminder/gapminder.csv.gz"
     with gzip.open(src, "rt") as fh:
         header, *lines = fh.read().splitlines()
     picked = sorted(np.random.default_rng(0).choice(len(lines), size=rows, replace=False))
