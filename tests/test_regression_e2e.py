@@ -19,11 +19,11 @@ import pytest
 
 from tests.conftest import GAPMINDER, git, make_project, ran_stages, run
 from tests.servers import bento_server
+from tests.test_e2e import ALL_STAGES
 
 pytestmark = pytest.mark.slow
 
-ALL = ["compose", "ingest", "validate", "split", "featurize", "tune", "train", "evaluate"]
-ALL += ["drift", "register", "package"]
+ALL = ALL_STAGES
 
 
 def gapminder_project(tmp: Path, rows: int = 600) -> Path:
