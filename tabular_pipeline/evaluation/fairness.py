@@ -90,6 +90,16 @@ def disparities(table: pd.DataFrame, min_group_size: int) -> dict[str, Any]:
     return out
 
 
+def check_sensitive(frame: pd.DataFrame, sensitive: list[str]) -> None:
+    """Every audited column must be in the split (a typo in data.sensitive, named)."""
+    missing = [c for c in sensitive if c not in frame.columns]
+    if missing:
+        raise PipelineError(
+            f"data.sensitive: column(s) {missing} not in the test split "
+            f"(columns: {sorted(map(str, frame.columns))})"
+        )
+
+
 def fairness_report(
     frame: pd.DataFrame,
     y_pred: np.ndarray,
@@ -99,12 +109,7 @@ def fairness_report(
     min_group_size: int,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Headline gaps per sensitive column, and the per-group tables behind them."""
-    missing = [c for c in sensitive if c not in frame.columns]
-    if missing:
-        raise PipelineError(
-            f"data.sensitive: column(s) {missing} not in the test split "
-            f"(columns: {sorted(map(str, frame.columns))})"
-        )
+    check_sensitive(frame, sensitive)
     headline: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
     for column in sensitive:

@@ -203,12 +203,7 @@ def fairness_report(
     seed: int,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Headline MAE gap per sensitive column, and the per-group tables behind it."""
-    missing = [c for c in sensitive if c not in frame.columns]
-    if missing:
-        raise PipelineError(
-            f"data.sensitive: column(s) {missing} not in the test split "
-            f"(columns: {sorted(map(str, frame.columns))})"
-        )
+    fairness.check_sensitive(frame, sensitive)
     headline: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
     y = frame[target].to_numpy(dtype=np.float64)
