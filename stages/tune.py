@@ -3,9 +3,18 @@
 Disabled, it writes an empty tuned-params file, so ``train`` runs on the
 model config alone. Enabled, it writes the best trial's values, which
 ``train`` merges over the model config and DVC tracks as params.
+
+With ``tune.storage`` the study lives in a database: the stage starts
+``tune.n_workers - 1`` local workers, and ``python -m stages.tune --worker``
+joins from another machine (docs/tuning.md). Workers only run trials; the
+stage writes the outputs from every worker's trials.
 """
 
+import argparse
 import logging
+import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +29,27 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
+from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models import tune
 
 log = logging.getLogger("tune")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.tune")
+    parser.add_argument("--worker", action="store_true", help="join the study, write nothing")
+    parser.add_argument("--worker-id", default=f"{socket.gethostname()}-{os.getpid()}")
+    args = parser.parse_args(argv)
     params = load_params()
     cfg = parse_section(params, "tune", TuneConfig)
+    if args.worker:
+        if not (cfg.enabled and cfg.storage):
+            raise PipelineError(
+                "params.yaml: a tune worker needs tune.enabled: true and tune.storage set "
+                "(the database its study lives in)"
+            )
+        search(params, cfg, load_data_config(params), worker=args.worker_id)
+        return
     if not cfg.enabled:
         # The common case, re-run on every model edit (tune declares the model
         # params): no model, tracking, sklearn or pandas imports, so it takes ~1 s.
@@ -39,7 +61,10 @@ def main() -> None:
     search(params, cfg, load_data_config(params))
 
 
-def search(params: dict[str, Any], cfg: TuneConfig, data: DataConfig) -> None:
+def search(
+    params: dict[str, Any], cfg: TuneConfig, data: DataConfig, worker: str | None = None
+) -> None:
+    """The stage's study (``worker`` None) or one worker's share of a shared one."""
     from tabular_pipeline import tracking
     from tabular_pipeline.data.task import task_of_frame
     from tabular_pipeline.evaluation.metrics import score
@@ -70,31 +95,124 @@ def search(params: dict[str, Any], cfg: TuneConfig, data: DataConfig) -> None:
         pipeline = fit_pipeline(featurizer, estimator, train, data.target, valid=valid)
         return float(score(pipeline, valid, data.target)[tune.METRIC_KEYS.get(metric, metric)])
 
-    log.info("tuning %s (%s): %d trials, minimising valid %s", name, task, cfg.n_trials, metric)
-    with tracking.TrialLogger(
+    seed = int(params["seed"])
+    if not cfg.storage:
+        log.info("tuning %s (%s): %d trials, minimising valid %s", name, task, cfg.n_trials, metric)
+        with trial_logger(track, data, name, seed, model_cfg, metric) as trial_log:
+            trials = tune.run_study(
+                objective,
+                space,
+                cfg.n_trials,
+                seed,
+                on_trial=trial_log.log_trial,
+                metric=f"valid {metric}",
+            )
+            finish(cfg, trials, space, metric, str(model_cfg["_target_"]), trial_log)
+        return
+
+    fingerprint = tune.study_fingerprint(
+        {
+            "model": model_cfg,
+            "space": space,
+            "metric": metric,
+            "target": data.target,
+            "inputs": [
+                tracking.file_sha256(p)
+                for p in (split_dir / "train.parquet", split_dir / "valid.parquet", featurizer_path)
+            ],
+        }
+    )
+    study_name = cfg.study_name or tune.default_study_name(data.name, name, seed, fingerprint)
+    storage = tune.open_storage(tune.resolve_storage(cfg.storage, tracking.project_root()))
+    masked = tune.mask_url(cfg.storage)
+    if worker is not None:
+        study = tune.open_study(
+            storage, study_name, tune.worker_seed(seed, worker), fingerprint, create=False
+        )
+        log.info("worker %s joined study %s in %s", worker, study_name, masked)
+        tune.run_trials(
+            study, objective, space, cfg.n_trials, metric=f"valid {metric}", worker=worker
+        )
+        log.info("worker %s: study %s holds its %d trials", worker, study_name, cfg.n_trials)
+        return
+
+    study = tune.open_study(storage, study_name, seed, fingerprint, create=True)
+    log.info(
+        "tuning %s (%s): %d trials in study %s (%s) with %d local worker(s), minimising valid %s",
+        name,
+        task,
+        cfg.n_trials,
+        study_name,
+        masked,
+        cfg.n_workers,
+        metric,
+    )
+    extra = [
+        [sys.executable, "-m", "stages.tune", "--worker", f"--worker-id={k}"]
+        for k in range(2, cfg.n_workers + 1)
+    ]
+    with trial_logger(track, data, name, seed, model_cfg, metric) as trial_log:
+        with tune.LocalWorkers(extra) as workers:
+            tune.run_trials(
+                study,
+                objective,
+                space,
+                cfg.n_trials,
+                on_trial=trial_log.log_trial,
+                metric=f"valid {metric}",
+                worker="1",
+                wait=True,
+                check=workers.check,
+            )
+        trials = tune.trials_frame(study, space)
+        # Other workers do not touch MLflow (a remote machine may not reach the
+        # store): their trials join the study run here, tagged with the worker.
+        ran_by = tune.trial_workers(study)
+        for row in trials.to_dict("records"):
+            if ran_by.get(int(row["trial"]), "1") != "1":
+                values = {k: v for k, v in row.items() if k in space}
+                trial_log.log_trial(int(row["trial"]), values, float(row["value"]))
+        finish(cfg, trials, space, metric, str(model_cfg["_target_"]), trial_log)
+
+
+def trial_logger(
+    track: TrackingConfig,
+    data: DataConfig,
+    name: str,
+    seed: int,
+    model_cfg: dict[str, Any],
+    metric: str,
+) -> Any:
+    from tabular_pipeline import tracking
+
+    return tracking.TrialLogger(
         track.experiment,
         run_name=f"{data.name}-{name}-tune",
-        params={"seed": params["seed"], "model": model_cfg, "tune.metric": metric},
-    ) as trial_log:
-        trials = tune.run_study(
-            objective,
-            space,
-            cfg.n_trials,
-            int(params["seed"]),
-            on_trial=trial_log.log_trial,
-            metric=f"valid {metric}",
-        )
-        best = tune.best_params(trials, space)
-        summary = {
-            "n_trials": len(trials),
-            "best_trial": int(trials.loc[trials["value"].idxmin(), "trial"]),
-            f"best_valid_{metric}": float(trials["value"].min()),
-        }
-        trial_log.finish(best, summary)
+        params={"seed": seed, "model": model_cfg, "tune.metric": metric},
+    )
 
+
+def finish(
+    cfg: TuneConfig,
+    trials: Any,
+    space: dict[str, Any],
+    metric: str,
+    target: str,
+    trial_log: Any,
+) -> None:
+    """Write the stage outputs from the study's finished trials."""
+    if trials.empty:
+        raise PipelineError("tune: the study finished no trial (see the errors above)")
+    best = tune.best_params(trials, space)
+    summary = {
+        "n_trials": len(trials),
+        "best_trial": int(trials.loc[trials["value"].idxmin(), "trial"]),
+        f"best_valid_{metric}": float(trials["value"].min()),
+    }
+    trial_log.finish(best, summary)
     stage.write_csv(trials, Path(cfg.trials_out))
     stage.write_json(Path(cfg.metrics_out), summary)
-    tune.write_tuned(Path(cfg.out), str(model_cfg["_target_"]), best)
+    tune.write_tuned(Path(cfg.out), target, best)
     log.info("best of %d trials: %s", len(trials), best)
 
 

@@ -207,10 +207,21 @@ class TuneConfig:
     trials_out: str
     metrics_out: str
     search_space: dict[str, dict[str, Any]]
+    # Several processes or machines share one study only through a database.
+    storage: str | None
+    study_name: str | None
+    n_workers: int
 
     def __post_init__(self) -> None:
         _one_of("metric", self.metric, TUNE_METRICS)
         _one_of("regression_metric", self.regression_metric, TUNE_REGRESSION_METRICS)
+        if self.n_workers < 1:
+            raise ValueError(f"n_workers: {self.n_workers!r} must be >= 1")
+        if self.n_workers > 1 and not self.storage:
+            raise ValueError(
+                f"n_workers: {self.n_workers} needs tune.storage (an Optuna database URL such "
+                "as sqlite:///tune.db): an in-memory study cannot be shared across processes"
+            )
 
 
 @dataclass

@@ -15,9 +15,15 @@ go to a small YAML file that ``train`` declares as DVC params, so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,35 +86,325 @@ def run_study(
     on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
     metric: str = "value",
 ) -> pd.DataFrame:
-    """Minimise ``objective`` over ``space``; one row per trial (number, value, params)."""
+    """Minimise ``objective`` over ``space`` in memory; a row per trial (number, value, params)."""
     import optuna
-    import pandas as pd
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(seed))
     )
-    rows: list[dict[str, Any]] = []
-    for number in range(int(n_trials)):
-        trial = study.ask()
+    run_trials(study, objective, space, n_trials, on_trial=on_trial, metric=metric)
+    return trials_frame(study, space)
+
+
+def run_trials(
+    study: Any,
+    objective: Callable[[dict[str, Any]], float],
+    space: dict[str, Any],
+    n_trials: int,
+    *,
+    on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
+    metric: str = "value",
+    worker: str = "",
+    wait: bool = False,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Ask and tell until the study holds ``n_trials`` finished or in-flight trials.
+
+    The budget is exact, not "at least": trial numbers are handed out by the
+    storage in order, so when workers ask at the same moment for the last
+    place, the later number sees the earlier one running and is dropped
+    (FAIL, user attr ``skipped``) before it samples. ``wait`` (the stage's
+    own worker) then waits for the other workers' trials in flight, so the
+    outputs include them. A trial whose worker died stops sending heartbeats
+    and is failed after ``GRACE_S``; its place goes to a new trial.
+    """
+    from optuna.trial import TrialState
+
+    label = f"worker {worker}: " if worker else ""
+    beating = _heartbeat_interval(study) is not None
+    waited = 0.0
+    while True:
+        if beating:
+            _fail_stale(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        done, running = states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+        if done + running >= n_trials:
+            if not (wait and running):
+                return
+            if check is not None:
+                check()
+            if waited % 30 == 0:
+                log.info("%swaiting for %d trial(s) in flight on other workers", label, running)
+            time.sleep(POLL_S)
+            waited += POLL_S
+            continue
+        with warnings_ignored():
+            trial = study.ask()
+        live = (TrialState.COMPLETE, TrialState.RUNNING)
+        ahead = [
+            t for t in study.get_trials(deepcopy=False, states=live) if t.number < trial.number
+        ]
+        if len(ahead) >= n_trials:  # another worker asked first for the last place
+            trial.set_user_attr("skipped", "over budget")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        if worker:
+            trial.set_user_attr("worker", worker)
         values = suggest(trial, space)
-        value = float(objective(values))
+        try:
+            with _heartbeat(study, trial):
+                value = float(objective(values))
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         study.tell(trial, value)
-        rows.append({"trial": number, "value": value} | values)
-        best = min(rows, key=lambda r: r["value"])
+        best = study.best_trial
         log.info(
-            "trial %d/%d: %s %.5f (best %.5f, trial %d) %s",
-            number + 1,
+            "%strial %d/%d: %s %.5f (best %.5f, trial %d) %s",
+            label,
+            trial.number + 1,
             n_trials,
             metric,
             value,
-            best["value"],
-            best["trial"] + 1,
+            best.value,
+            best.number + 1,
             json.dumps(values),
         )
         if on_trial is not None:
-            on_trial(number, values, value)
+            on_trial(trial.number, values, value)
+
+
+def trials_frame(study: Any, space: dict[str, Any]) -> pd.DataFrame:
+    """The study's finished trials by number, whichever worker ran them."""
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in sorted(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
+    ):
+        values = {
+            name: json.loads(t.params[name]) if spec["type"] == "categorical" else t.params[name]
+            for name, spec in space.items()
+        }
+        rows.append({"trial": t.number, "value": t.value} | values)
     return pd.DataFrame(rows)
+
+
+def trial_workers(study: Any) -> dict[int, str]:
+    """Which worker ran each finished trial (set only on a shared storage)."""
+    from optuna.trial import TrialState
+
+    return {
+        t.number: str(t.user_attrs.get("worker", ""))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+
+
+# -- shared storage ----------------------------------------------------------------------
+POLL_S = 1.0  # how often the stage checks for other workers' trials in flight
+HEARTBEAT_S = 10  # a running trial's worker writes a heartbeat this often ...
+GRACE_S = 120  # ... and a trial without one for this long is failed (its worker died)
+CONNECT_TIMEOUT_S = 20  # PostgreSQL connect timeout, SQLite busy timeout
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def resolve_storage(url: str, root: Path) -> str:
+    """A relative SQLite path names a file in the project, not in DVC's experiment temp copy."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        path = url[len(prefix) :]
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            return prefix + str(root / path)
+    return url
+
+
+def open_storage(url: str) -> Any:
+    """Connect (creating Optuna's tables on first use); one line naming the URL on failure."""
+    import optuna
+
+    masked = mask_url(url)
+    where = f"params.yaml: tune.storage {masked}"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not scheme:
+        raise PipelineError(
+            f"{where}: not a database URL (e.g. sqlite:///tune.db or postgresql://user@host/optuna)"
+        )
+    dialect = scheme.split("+", 1)[0]
+    connect_args: dict[str, Any] = {}
+    if dialect == "sqlite":
+        connect_args = {"timeout": CONNECT_TIMEOUT_S}
+    elif dialect == "postgresql":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        with warnings_ignored():
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": connect_args},
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+            )
+    except ImportError as exc:
+        raise PipelineError(
+            f"{where}: no database driver for {scheme} ({exc}); install it in the venv "
+            "(for PostgreSQL: psycopg2-binary)"
+        ) from exc
+    except Exception as exc:  # sqlalchemy: bad URL, unreachable host, bad credentials
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = mask_url(reason)
+        password = _password(url)
+        if password:
+            reason = reason.replace(password, "***")
+        raise PipelineError(f"{where}: cannot open it: {reason}") from exc
+
+
+def _password(url: str) -> str:
+    found = re.search(r"://[^:/@]*:([^@/]*)@", url)
+    return found.group(1) if found else ""
+
+
+def study_fingerprint(parts: dict[str, Any]) -> str:
+    """A short hash of what the objective depends on, so a changed model,
+    search space, metric or input data gets a fresh study, never stale trials."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def default_study_name(data_name: str, model: str, seed: int, fingerprint: str) -> str:
+    return f"{data_name}-{model}-seed{seed}-{fingerprint}"
+
+
+def open_study(storage: Any, name: str, seed: int, fingerprint: str, *, create: bool) -> Any:
+    """The stage creates (or reloads) the study; workers only join an existing one.
+
+    Each worker samples with its own seed (a shared seed would make every
+    worker's first random trials identical) and the constant liar, which
+    keeps TPE from proposing a point next to one still in flight.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings_ignored():
+        sampler = optuna.samplers.TPESampler(seed=int(seed), constant_liar=True)
+    if not create and name not in optuna.get_all_study_names(storage):
+        raise PipelineError(
+            f"tune.storage {mask_url(storage.url)} has no study {name!r}: start the tune stage "
+            "first (`dvc repro` or `dvc exp run` on the main machine) with the same params and "
+            "the same split/featurize outputs (`dvc pull`); the name includes their fingerprint"
+        )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction="minimize",
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    made_for = study.user_attrs.get("fingerprint")
+    if made_for is None:
+        study.set_user_attr("fingerprint", fingerprint)
+    elif made_for != fingerprint:
+        raise PipelineError(
+            f"params.yaml: tune.study_name {name!r} in tune.storage {mask_url(storage.url)} "
+            f"was made for another model, search space or data (fingerprint {made_for}, now "
+            f"{fingerprint}): choose another name or set tune.study_name: null"
+        )
+    return study
+
+
+def worker_seed(seed: int, worker: str) -> int:
+    """The stage's own worker keeps the params seed; the others derive theirs from their id."""
+    if worker in ("", "1"):
+        return int(seed)
+    return int.from_bytes(hashlib.sha256(f"{seed}-{worker}".encode()).digest()[:4], "big")
+
+
+@contextmanager
+def warnings_ignored() -> Iterator[None]:
+    """Optuna flags heartbeats, fail_stale_trials and the constant liar as experimental,
+    and warns on ``ask`` with a heartbeat storage (``_heartbeat`` does what it misses)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        yield
+
+
+def _heartbeat_interval(study: Any) -> int | None:
+    storage = getattr(study, "_storage", None)
+    getter = getattr(storage, "get_heartbeat_interval", None)
+    return getter() if getter is not None else None
+
+
+def _fail_stale(study: Any) -> None:
+    import optuna
+
+    with warnings_ignored():
+        optuna.storages.fail_stale_trials(study)
+
+
+@contextmanager
+def _heartbeat(study: Any, trial: Any) -> Iterator[None]:
+    """Record a heartbeat while the objective runs, as ``study.optimize`` would."""
+    interval = _heartbeat_interval(study)
+    if interval is None:
+        yield
+        return
+    storage = study._storage
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+class LocalWorkers:
+    """Extra worker processes on this machine; killed if the stage fails."""
+
+    def __init__(self, commands: list[list[str]]) -> None:
+        self.commands = commands
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> LocalWorkers:
+        for cmd in self.commands:
+            self.procs.append(subprocess.Popen(cmd))
+        return self
+
+    def check(self) -> None:
+        """Fail the stage as soon as a worker failed (its error is in the log above)."""
+        for number, proc in enumerate(self.procs, start=2):
+            code = proc.poll()
+            if code not in (None, 0):
+                raise PipelineError(f"tune worker {number} exited with code {code} (see above)")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in self.procs:
+                proc.wait()
+            return
+        for proc in self.procs:
+            proc.wait()
+        self.check()
 
 
 def best_params(trials: pd.DataFrame, space: dict[str, Any]) -> dict[str, Any]:
