@@ -75,6 +75,10 @@ def search(
         task_model_cfg,
     )
 
+    storage = None
+    if cfg.storage:  # before the data loads: a bad URL fails at once
+        url = tune.resolve_storage(cfg.storage, tracking.project_root())
+        storage = tune.open_storage(url, configured=cfg.storage)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     featurizer_path = Path(parse_section(params, "featurize", FeaturizeConfig).out)
     track = parse_section(params, "tracking", TrackingConfig)
@@ -96,7 +100,7 @@ def search(
         return float(score(pipeline, valid, data.target)[tune.METRIC_KEYS.get(metric, metric)])
 
     seed = int(params["seed"])
-    if not cfg.storage:
+    if storage is None:
         log.info("tuning %s (%s): %d trials, minimising valid %s", name, task, cfg.n_trials, metric)
         with trial_logger(track, data, name, seed, model_cfg, metric) as trial_log:
             trials = tune.run_study(
@@ -123,12 +127,9 @@ def search(
         }
     )
     study_name = cfg.study_name or tune.default_study_name(data.name, name, seed, fingerprint)
-    storage = tune.open_storage(tune.resolve_storage(cfg.storage, tracking.project_root()))
-    masked = tune.mask_url(cfg.storage)
+    masked = tune.mask_url(str(cfg.storage))
     if worker is not None:
-        study = tune.open_study(
-            storage, study_name, tune.worker_seed(seed, worker), fingerprint, create=False
-        )
+        study = tune.open_study(storage, study_name, seed, fingerprint, create=False, worker=worker)
         log.info("worker %s joined study %s in %s", worker, study_name, masked)
         tune.run_trials(
             study, objective, space, cfg.n_trials, metric=f"valid {metric}", worker=worker
@@ -152,26 +153,34 @@ def search(
         for k in range(2, cfg.n_workers + 1)
     ]
     with trial_logger(track, data, name, seed, model_cfg, metric) as trial_log:
+        live: set[int] = set()
+
+        def log_live(number: int, values: dict[str, Any], value: float) -> None:
+            trial_log.log_trial(number, values, value, worker="1")
+            live.add(number)
+
         with tune.LocalWorkers(extra) as workers:
             tune.run_trials(
                 study,
                 objective,
                 space,
                 cfg.n_trials,
-                on_trial=trial_log.log_trial,
+                on_trial=log_live,
                 metric=f"valid {metric}",
                 worker="1",
                 wait=True,
                 check=workers.check,
             )
         trials = tune.trials_frame(study, space)
-        # Other workers do not touch MLflow (a remote machine may not reach the
-        # store): their trials join the study run here, tagged with the worker.
+        # Other workers never touch MLflow (a remote machine may not reach the
+        # store), and a reused study's trials ran before this run: they join
+        # this study run here, tagged with the worker that ran them.
         ran_by = tune.trial_workers(study)
         for row in trials.to_dict("records"):
-            if ran_by.get(int(row["trial"]), "1") != "1":
+            number = int(row["trial"])
+            if number not in live:
                 values = {k: v for k, v in row.items() if k in space}
-                trial_log.log_trial(int(row["trial"]), values, float(row["value"]))
+                trial_log.log_trial(number, values, float(row["value"]), ran_by.get(number, ""))
         finish(cfg, trials, space, metric, str(model_cfg["_target_"]), trial_log)
 
 

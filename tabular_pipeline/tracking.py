@@ -306,17 +306,18 @@ class TrialLogger:
         log.info("MLflow run %s in %s: study with nested trial runs", self.parent_id, self.uri)
         return self
 
-    def log_trial(self, number: int, values: dict[str, Any], value: float) -> None:
+    def log_trial(
+        self, number: int, values: dict[str, Any], value: float, worker: str = ""
+    ) -> None:
         import mlflow
         from mlflow.entities import Metric
 
         client = mlflow.MlflowClient()
+        tags = {"mlflow.parentRunId": self.parent_id, "trial": str(number)}
+        if worker:  # distributed tuning: which worker ran it (docs/tuning.md)
+            tags["worker"] = worker
         with store_lock(self.root, self.uri):
-            run = client.create_run(
-                self.experiment_id,
-                run_name=f"trial-{number}",
-                tags={"mlflow.parentRunId": self.parent_id, "trial": str(number)},
-            )
+            run = client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
             client.log_batch(
                 run.info.run_id,
                 metrics=[Metric("value", value, int(time.time() * 1000), 0)],

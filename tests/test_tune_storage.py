@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def test_study_name_follows_model_space_and_data() -> None:
     name = tune.default_study_name("adult", "LogisticRegression", 42, same)
     assert re.fullmatch(r"adult-LogisticRegression-seed42-[0-9a-f]{12}", name)
     assert tune.worker_seed(42, "1") == 42 and tune.worker_seed(42, "2") != 42
+    assert tune.worker_seed(42, "1", start=8) not in (42, tune.worker_seed(42, "2"))
 
 
 # -- studies on a SQLite storage -----------------------------------------------------------
@@ -104,6 +106,11 @@ def test_sqlite_study_matches_the_in_memory_one_and_is_reused(tmp_path: Path) ->
     again = tune.open_study(tune.open_storage(url), "s", 3, "fp", create=True)
     tune.run_trials(again, quadratic, SPACE, 8, worker="1")
     pd.testing.assert_frame_equal(tune.trials_frame(again, SPACE), shared)
+    # A larger budget resumes it, with new points rather than the first ones again.
+    resumed = tune.open_study(tune.open_storage(url), "s", 3, "fp", create=True)
+    tune.run_trials(resumed, quadratic, SPACE, 10, worker="1")
+    more = tune.trials_frame(resumed, SPACE)
+    assert len(more) == 10 and more["x"].nunique() == 10
     # A worker cannot join a study that does not exist, nor one made for other data.
     with pytest.raises(PipelineError, match=r"has no study 'other': start the tune stage"):
         tune.open_study(tune.open_storage(url), "other", 3, "fp", create=False)
@@ -113,9 +120,7 @@ def test_sqlite_study_matches_the_in_memory_one_and_is_reused(tmp_path: Path) ->
 
 def _worker(url: str, n_trials: int) -> None:
     """A second worker process, as `python -m stages.tune --worker` runs one."""
-    study = tune.open_study(
-        tune.open_storage(url), "s", tune.worker_seed(0, "2"), "fp", create=False
-    )
+    study = tune.open_study(tune.open_storage(url), "s", 0, "fp", create=False, worker="2")
     tune.run_trials(study, slow_quadratic, SPACE, n_trials, worker="2")
 
 
@@ -173,6 +178,10 @@ def test_two_local_workers_through_the_stage(project: Path, dvc, tmp_path: Path)
     assert best["model"] == {"C": pytest.approx(study.best_params["C"])}
     shown = run(["dvc", "params", "diff", "--json"], project).stdout
     assert "reports/tune/best_params.yaml" in shown and "model.C" in shown
+    # Every trial is a nested MLflow run of the study run, tagged with its worker.
+    with sqlite3.connect(project / "mlflow.db") as store:
+        tags = store.execute("select value from tags where key = 'worker'").fetchall()
+    assert len(tags) == 4 and {w for (w,) in tags} <= {"1", "2"}
     import joblib
 
     model = joblib.load(project / "models/model.joblib")

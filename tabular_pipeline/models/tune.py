@@ -224,12 +224,18 @@ def resolve_storage(url: str, root: Path) -> str:
     return url
 
 
-def open_storage(url: str) -> Any:
-    """Connect (creating Optuna's tables on first use); one line naming the URL on failure."""
+def open_storage(url: str, configured: str | None = None) -> Any:
+    """Connect (creating Optuna's tables on first use); one line naming the URL on failure.
+
+    ``configured`` is the value as params.yaml spells it, when ``url`` is its
+    resolved form (a relative SQLite path made absolute).
+    """
     import optuna
 
-    masked = mask_url(url)
+    masked = mask_url(configured or url)
     where = f"params.yaml: tune.storage {masked}"
+    if configured and configured != url:
+        where += f" ({mask_url(url)})"
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if not scheme:
         raise PipelineError(
@@ -279,18 +285,20 @@ def default_study_name(data_name: str, model: str, seed: int, fingerprint: str) 
     return f"{data_name}-{model}-seed{seed}-{fingerprint}"
 
 
-def open_study(storage: Any, name: str, seed: int, fingerprint: str, *, create: bool) -> Any:
+def open_study(
+    storage: Any, name: str, seed: int, fingerprint: str, *, create: bool, worker: str = "1"
+) -> Any:
     """The stage creates (or reloads) the study; workers only join an existing one.
 
     Each worker samples with its own seed (a shared seed would make every
-    worker's first random trials identical) and the constant liar, which
-    keeps TPE from proposing a point next to one still in flight.
+    worker's first random trials identical), and so does a run that resumes
+    a study (a larger ``tune.n_trials``), or it would repeat the first
+    points. The constant liar keeps TPE from proposing a point next to one
+    still in flight.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings_ignored():
-        sampler = optuna.samplers.TPESampler(seed=int(seed), constant_liar=True)
     if not create and name not in optuna.get_all_study_names(storage):
         raise PipelineError(
             f"tune.storage {mask_url(storage.url)} has no study {name!r}: start the tune stage "
@@ -298,11 +306,7 @@ def open_study(storage: Any, name: str, seed: int, fingerprint: str, *, create: 
             "the same split/featurize outputs (`dvc pull`); the name includes their fingerprint"
         )
     study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction="minimize",
-        sampler=sampler,
-        load_if_exists=True,
+        storage=storage, study_name=name, direction="minimize", load_if_exists=True
     )
     made_for = study.user_attrs.get("fingerprint")
     if made_for is None:
@@ -313,14 +317,21 @@ def open_study(storage: Any, name: str, seed: int, fingerprint: str, *, create: 
             f"was made for another model, search space or data (fingerprint {made_for}, now "
             f"{fingerprint}): choose another name or set tune.study_name: null"
         )
+    start = len(study.get_trials(deepcopy=False))
+    with warnings_ignored():
+        study.sampler = optuna.samplers.TPESampler(
+            seed=worker_seed(seed, worker, start), constant_liar=True
+        )
     return study
 
 
-def worker_seed(seed: int, worker: str) -> int:
-    """The stage's own worker keeps the params seed; the others derive theirs from their id."""
-    if worker in ("", "1"):
+def worker_seed(seed: int, worker: str, start: int = 0) -> int:
+    """The stage's own worker on a new study keeps the params seed (and so the
+    in-memory study's trials); other workers and resumed studies derive one."""
+    if worker in ("", "1") and start == 0:
         return int(seed)
-    return int.from_bytes(hashlib.sha256(f"{seed}-{worker}".encode()).digest()[:4], "big")
+    blob = f"{seed}-{worker}-{start}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big")
 
 
 @contextmanager
