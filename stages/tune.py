@@ -148,39 +148,18 @@ def search(
         cfg.n_workers,
         metric,
     )
-    extra = [
-        [sys.executable, "-m", "stages.tune", "--worker", f"--worker-id={k}"]
-        for k in range(2, cfg.n_workers + 1)
-    ]
+    worker_cmd = [sys.executable, "-m", "stages.tune", "--worker"]
     with trial_logger(track, data, name, seed, model_cfg, metric) as trial_log:
-        live: set[int] = set()
-
-        def log_live(number: int, values: dict[str, Any], value: float) -> None:
-            trial_log.log_trial(number, values, value, worker="1")
-            live.add(number)
-
-        with tune.LocalWorkers(extra) as workers:
-            tune.run_trials(
-                study,
-                objective,
-                space,
-                cfg.n_trials,
-                on_trial=log_live,
-                metric=f"valid {metric}",
-                worker="1",
-                wait=True,
-                check=workers.check,
-            )
-        trials = tune.trials_frame(study, space)
-        # Other workers never touch MLflow (a remote machine may not reach the
-        # store), and a reused study's trials ran before this run: they join
-        # this study run here, tagged with the worker that ran them.
-        ran_by = tune.trial_workers(study)
-        for row in trials.to_dict("records"):
-            number = int(row["trial"])
-            if number not in live:
-                values = {k: v for k, v in row.items() if k in space}
-                trial_log.log_trial(number, values, float(row["value"]), ran_by.get(number, ""))
+        trials = tune.run_shared_study(
+            study,
+            objective,
+            space,
+            cfg.n_trials,
+            worker_cmd=worker_cmd,
+            n_workers=cfg.n_workers,
+            log_trial=trial_log.log_trial,
+            metric=f"valid {metric}",
+        )
         finish(cfg, trials, space, metric, str(model_cfg["_target_"]), trial_log)
 
 

@@ -175,6 +175,54 @@ def run_trials(
             on_trial(trial.number, values, value)
 
 
+def run_shared_study(
+    study: Any,
+    objective: Callable[[dict[str, Any]], float],
+    space: dict[str, Any],
+    n_trials: int,
+    *,
+    worker_cmd: list[str],
+    n_workers: int,
+    log_trial: Callable[[int, dict[str, Any], float, str], None],
+    metric: str = "value",
+) -> pd.DataFrame:
+    """The stage's part in a shared study: start ``n_workers - 1`` local
+    workers, run trials as worker 1, wait for every trial in flight, and
+    return all finished trials, whichever worker ran them.
+
+    ``log_trial`` sees every finished trial once: worker 1's as they finish,
+    the others' (and those of a reused study) at the end, because other
+    workers never touch MLflow (a remote machine may not reach the store).
+    """
+    live: set[int] = set()
+
+    def log_live(number: int, values: dict[str, Any], value: float) -> None:
+        log_trial(number, values, value, "1")
+        live.add(number)
+
+    extra = [[*worker_cmd, f"--worker-id={k}"] for k in range(2, n_workers + 1)]
+    with LocalWorkers(extra) as workers:
+        run_trials(
+            study,
+            objective,
+            space,
+            n_trials,
+            on_trial=log_live,
+            metric=metric,
+            worker="1",
+            wait=True,
+            check=workers.check,
+        )
+    trials = trials_frame(study, space)
+    ran_by = trial_workers(study)
+    for row in trials.to_dict("records"):
+        number = int(row["trial"])
+        if number not in live:
+            values = {k: v for k, v in row.items() if k in space}
+            log_trial(number, values, float(row["value"]), ran_by.get(number, ""))
+    return trials
+
+
 def trials_frame(study: Any, space: dict[str, Any]) -> pd.DataFrame:
     """The study's finished trials by number, whichever worker ran them."""
     import pandas as pd
