@@ -148,15 +148,18 @@ def search(
         cfg.n_workers,
         metric,
     )
+    # Workers start first: they load the data while the MLflow run is created.
     worker_cmd = [sys.executable, "-m", "stages.tune", "--worker"]
-    with trial_logger(track, data, name, seed, model_cfg, metric) as trial_log:
+    with (
+        tune.LocalWorkers(worker_cmd, cfg.n_workers) as workers,
+        trial_logger(track, data, name, seed, model_cfg, metric) as trial_log,
+    ):
         trials = tune.run_shared_study(
             study,
             objective,
             space,
             cfg.n_trials,
-            worker_cmd=worker_cmd,
-            n_workers=cfg.n_workers,
+            workers=workers,
             log_trial=trial_log.log_trial,
             metric=f"valid {metric}",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import re
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -148,6 +149,31 @@ def test_two_workers_share_one_study_and_stop_at_the_budget(tmp_path: Path) -> N
     assert not study.get_trials(states=(TrialState.RUNNING,))
     frame = tune.trials_frame(study, SPACE)
     assert len(frame) == n_trials and frame["value"].min() == study.best_value
+
+
+def test_shared_study_logs_every_trial_once_and_fails_on_a_failed_worker(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    # Three trials from an earlier run by another worker, then the stage's run.
+    tune.run_trials(tune.open_study(tune.open_storage(url), "s", 0, "fp", create=True,
+                                    worker="2"), quadratic, SPACE, 3, worker="2")  # fmt: skip
+    study = tune.open_study(tune.open_storage(url), "s", 0, "fp", create=True)
+    logged: list[tuple[int, str]] = []
+    with tune.LocalWorkers([sys.executable, "-c", "pass"], n_workers=1) as workers:
+        trials = tune.run_shared_study(
+            study, quadratic, SPACE, 5, workers=workers,
+            log_trial=lambda n, values, value, worker: logged.append((n, worker)),
+        )  # fmt: skip
+    assert trials["trial"].tolist() == [0, 1, 2, 3, 4]
+    assert sorted(logged) == [(0, "2"), (1, "2"), (2, "2"), (3, "1"), (4, "1")]
+
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    with (
+        pytest.raises(PipelineError, match="tune worker 2 exited with code 3"),
+        tune.LocalWorkers(failing, n_workers=2) as workers,
+    ):
+        tune.run_shared_study(study, quadratic, SPACE, 6, workers=workers, log_trial=print)
 
 
 # -- through the real stage ----------------------------------------------------------------

@@ -11,6 +11,12 @@ A TPE sampler seeded from params and one trial at a time make a rerun give
 the same trials (the models themselves are deterministic). The best values
 go to a small YAML file that ``train`` declares as DVC params, so
 ``dvc params diff`` and ``dvc exp show`` show the tuned values.
+
+With ``tune.storage`` the study lives in a database that several worker
+processes, here or on other machines, ask trials from (docs/tuning.md):
+the same ask/tell loop, an exact trial budget, heartbeats so a dead
+worker's trial is given to another, and the stage's outputs built from
+every worker's trials.
 """
 
 from __future__ import annotations
@@ -181,14 +187,13 @@ def run_shared_study(
     space: dict[str, Any],
     n_trials: int,
     *,
-    worker_cmd: list[str],
-    n_workers: int,
+    workers: LocalWorkers,
     log_trial: Callable[[int, dict[str, Any], float, str], None],
     metric: str = "value",
 ) -> pd.DataFrame:
-    """The stage's part in a shared study: start ``n_workers - 1`` local
-    workers, run trials as worker 1, wait for every trial in flight, and
-    return all finished trials, whichever worker ran them.
+    """The stage's part in a shared study: run trials as worker 1 beside the
+    started local ``workers``, wait for every trial in flight and for the
+    workers, and return all finished trials, whichever worker ran them.
 
     ``log_trial`` sees every finished trial once: worker 1's as they finish,
     the others' (and those of a reused study) at the end, because other
@@ -200,19 +205,18 @@ def run_shared_study(
         log_trial(number, values, value, "1")
         live.add(number)
 
-    extra = [[*worker_cmd, f"--worker-id={k}"] for k in range(2, n_workers + 1)]
-    with LocalWorkers(extra) as workers:
-        run_trials(
-            study,
-            objective,
-            space,
-            n_trials,
-            on_trial=log_live,
-            metric=metric,
-            worker="1",
-            wait=True,
-            check=workers.check,
-        )
+    run_trials(
+        study,
+        objective,
+        space,
+        n_trials,
+        on_trial=log_live,
+        metric=metric,
+        worker="1",
+        wait=True,
+        check=workers.check,
+    )
+    workers.join()
     trials = trials_frame(study, space)
     ran_by = trial_workers(study)
     for row in trials.to_dict("records"):
@@ -435,10 +439,10 @@ def _heartbeat(study: Any, trial: Any) -> Iterator[None]:
 
 
 class LocalWorkers:
-    """Extra worker processes on this machine; killed if the stage fails."""
+    """Extra worker processes on this machine (ids 2..n); killed if the stage fails."""
 
-    def __init__(self, commands: list[list[str]]) -> None:
-        self.commands = commands
+    def __init__(self, worker_cmd: list[str], n_workers: int) -> None:
+        self.commands = [[*worker_cmd, f"--worker-id={k}"] for k in range(2, n_workers + 1)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> LocalWorkers:
@@ -453,17 +457,17 @@ class LocalWorkers:
             if code not in (None, 0):
                 raise PipelineError(f"tune worker {number} exited with code {code} (see above)")
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is not None:
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in self.procs:
-                proc.wait()
-            return
+    def join(self) -> None:
         for proc in self.procs:
             proc.wait()
         self.check()
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                if exc_type is not None:
+                    proc.terminate()
+                proc.wait()
 
 
 def best_params(trials: pd.DataFrame, space: dict[str, Any]) -> dict[str, Any]:
