@@ -161,7 +161,7 @@ def monitor_served_values(project: Path, tmp: Path, batch_ids: list[str]) -> Non
     assert served_logs, list(project.iterdir())
     labels = tmp / "labels.csv"
     truth = test["lifeexp"].to_numpy() + 8.0
-    lines = [f"{pid},{value!r}" for pid, value in zip(batch_ids, truth, strict=True)]
+    lines = [f"{pid},{float(v)!r}" for pid, v in zip(batch_ids, truth, strict=True)]
     labels.write_text("prediction_id,label\n" + "\n".join([*lines, "unknown,1"]) + "\n")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["monitor"]["quality"]["max_drop"]["rmse"] = 2.0  # years: a per-dataset tolerance
