@@ -1,7 +1,8 @@
 """Monitoring of served traffic: log reading, labels, live quality, textfile, retrain batch.
 
 Pure functions on tiny fixtures; the whole command on a served Bento's real
-log is in tests/test_serving_e2e.py (one served session).
+log is in tests/test_serving_e2e.py (classifier, one served session) and
+tests/test_regression_e2e.py (regressor).
 """
 
 from __future__ import annotations

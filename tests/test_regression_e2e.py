@@ -1,6 +1,7 @@
 """End to end, regression: `dvc repro` of a 600-row gapminder sample through `package`,
-the Bento served (float predictions, batch, 4xx), a no-op repro and a queued sweep of two
-regression models. One project, one test: building costs most of the time."""
+the Bento served (float predictions, batch, 4xx), `monitor` on its prediction log with
+delayed numeric labels, a no-op repro and a queued sweep of two regression models.
+One project, one test: building costs most of the time."""
 
 from __future__ import annotations
 
