@@ -54,7 +54,11 @@ def main() -> None:
     stage.write_json(
         Path(cfg.fairness_out),
         result.fairness
-        | {"ci": result.metrics.get("ci", {}), "gaps": result.metrics.get("fairness", {})},
+        | {
+            "ci": result.metrics.get("ci", {}),
+            "gaps": result.metrics.get("fairness", {}),
+            "sampling": result.sampling,
+        },
     )
     stage.write_parquet(result.predictions, Path(cfg.predictions_out))
     log.info("test: %s", summary_line(result.metrics))

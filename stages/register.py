@@ -43,7 +43,10 @@ def main() -> None:
     track = parse_section(params, "tracking", TrackingConfig)
 
     fairness = stage.read_json(Path(ev_cfg.fairness_out))
-    metrics = stage.read_json(Path(ev_cfg.metrics_out)) | {"ci": fairness.get("ci", {})}
+    metrics = stage.read_json(Path(ev_cfg.metrics_out)) | {
+        "ci": fairness.get("ci", {}),
+        "sampling": fairness.get("sampling", {}),
+    }
     drift = stage.read_json(Path(drift_cfg.metrics_out))
     drift_summary = stage.read_json(Path(drift_cfg.summary_out))
     explain_summary = stage.read_json(

@@ -229,9 +229,12 @@ class BootstrapConfig:
     confidence: float
     metrics: list[str]
     regression_metrics: list[str]
+    max_rows: int
 
     def __post_init__(self) -> None:
         _fraction("bootstrap.confidence", self.confidence)
+        if self.max_rows < 1:
+            raise ValueError(f"bootstrap.max_rows: {self.max_rows!r} must be at least 1")
         for name in self.metrics:
             _one_of("bootstrap.metrics", name, BOOTSTRAP_METRICS)
         for name in self.regression_metrics:

@@ -119,6 +119,17 @@ def fairness_report(
     return headline, tables
 
 
+def sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of at most ``max_rows`` of ``n`` rows (all if fewer).
+
+    The bootstrap resamples this sample: its cost and memory grow with
+    ``max_rows`` x resamples, not with the test split.
+    """
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
 def _weights(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """Bootstrap resamples as per-row counts (a multinomial draw per resample)."""
     return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)

@@ -44,6 +44,25 @@ class Evaluation:
     # Regression only: plot tables by sub-path of plots_dir.
     regression_plots: dict[str, pd.DataFrame] = field(default_factory=dict)
     task: str = "classification"
+    # How many rows each sampled estimate used (stated in the report and the card).
+    sampling: dict[str, int] = field(default_factory=dict)
+
+
+# The confusion plot is one row per prediction, embedded in DVC's HTML: above
+# this many test rows it shows a seeded sample (the counts in metrics are exact).
+CONFUSION_ROWS = 50_000
+
+
+def sampling_info(
+    test_rows: int, bootstrap_rows: int, importance_rows: int, cfg: EvaluateConfig
+) -> dict[str, int]:
+    return {
+        "test_rows": test_rows,
+        "bootstrap_rows": bootstrap_rows,
+        "bootstrap_resamples": cfg.bootstrap.n_resamples,
+        "importance_rows": importance_rows,
+        "importance_repeats": cfg.importance.n_repeats,
+    }
 
 
 def importance_sample(frame: pd.DataFrame, target: str, max_rows: int, seed: int) -> pd.DataFrame:
@@ -127,13 +146,16 @@ def evaluate(
         result.curves.setdefault("calibration", {})[name] = m.calibration_points(
             y, proba, classes, label, cfg.calibration_bins
         )
-    result.confusion = m.confusion_rows(y, proba, classes)
+    shown = fair.sample_rows(len(test), CONFUSION_ROWS, seed)
+    result.confusion = m.confusion_rows(y.iloc[shown], proba[shown], classes)
     result.predictions = prediction_table(y, proba, classes)
     sample = importance_sample(test, target, cfg.importance.max_rows, seed)
     log.info(
         "permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats
     )
     result.importance = permutation_table(pipeline, sample, target, cfg.importance.n_repeats, seed)
+    result.sampling["importance_rows"] = len(sample)
+    result.sampling["confusion_rows"] = len(shown)
     return result
 
 
@@ -152,8 +174,12 @@ def evaluate_regression(
     if result.metrics["mape"] is None:
         log.info("MAPE not reported: %s", result.metrics["mape_skipped"])
     boot = cfg.bootstrap
+    rows = fair.sample_rows(len(y), boot.max_rows, seed)
+    log.info(
+        "bootstrap CIs: %d resamples of %d of %d test rows", boot.n_resamples, len(rows), len(y)
+    )
     result.metrics["ci"] = reg.bootstrap_ci(
-        y, pred, list(boot.regression_metrics), boot.n_resamples, boot.confidence, seed
+        y[rows], pred[rows], list(boot.regression_metrics), boot.n_resamples, boot.confidence, seed
     )
     result.regression_plots = {
         "regression/predicted_vs_actual.csv": reg.scatter_points(y, pred, seed),
@@ -170,6 +196,7 @@ def evaluate_regression(
             boot.n_resamples,
             boot.confidence,
             seed,
+            ci_rows=rows,
         )
         result.metrics["fairness"] = {col: {"mae_gap": g["mae_gap"]} for col, g in gaps.items()}
         result.fairness = {
@@ -198,6 +225,7 @@ def evaluate_regression(
     )
     result.importance = permutation_table(pipeline, sample, target, cfg.importance.n_repeats, seed)
     result.confusion = pd.DataFrame(columns=["actual", "predicted"])
+    result.sampling = sampling_info(len(y), len(rows), len(sample), cfg)
     return result
 
 
@@ -214,9 +242,14 @@ def add_uncertainty_and_fairness(
 ) -> None:
     """Bootstrap CIs and group gaps as headline metrics; per-group tables aside."""
     boot = cfg.bootstrap
+    rows = fair.sample_rows(len(test), boot.max_rows, seed)
+    log.info(
+        "bootstrap CIs: %d resamples of %d of %d test rows", boot.n_resamples, len(rows), len(test)
+    )
+    result.sampling = sampling_info(len(test), len(rows), 0, cfg)
     result.metrics["ci"] = fair.bootstrap_ci(
-        test[target].to_numpy(),
-        proba,
+        test[target].to_numpy()[rows],
+        proba[rows],
         classes,
         list(boot.metrics),
         boot.n_resamples,

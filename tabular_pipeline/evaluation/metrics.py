@@ -122,11 +122,12 @@ def regression_metrics(y_true: Any, pred: Any) -> dict[str, Any]:
 
 def score(pipeline: Any, frame: pd.DataFrame, target: str) -> dict[str, Any]:
     """The task's metrics of a fitted pipeline on a labelled frame."""
-    X = frame.drop(columns=[target])
+    from tabular_pipeline.models.modeling import predict_proba, predict_values
+
     if not hasattr(pipeline, "classes_"):
-        return regression_metrics(frame[target], pipeline.predict(X))
-    proba = pipeline.predict_proba(X)
-    return classification_metrics(frame[target], proba, [str(c) for c in pipeline.classes_])
+        return regression_metrics(frame[target], predict_values(pipeline, frame, target))
+    proba, classes = predict_proba(pipeline, frame, target)
+    return classification_metrics(frame[target], proba, classes)
 
 
 def train_headline(metrics: dict[str, Any]) -> tuple[str, ...]:
@@ -166,12 +167,25 @@ def slug(label: str, taken: set[str]) -> str:
     return name
 
 
+# A curve has up to one point per distinct score: millions on a large test
+# split, all embedded in DVC's plot HTML. Above this, evenly spaced points
+# (first and last kept) draw the same line.
+CURVE_POINTS = 10_000
+
+
+def thin(curve: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFrame:
+    if len(curve) <= points:
+        return curve
+    keep = np.unique(np.linspace(0, len(curve) - 1, points).round().astype(int))
+    return curve.iloc[keep].reset_index(drop=True)
+
+
 def roc_points(
     y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str
 ) -> pd.DataFrame:
     col = classes.index(label)
     fpr, tpr, _ = roc_curve(np.asarray(y_true).astype(str) == label, proba[:, col])
-    return pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(DIGITS)
+    return thin(pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(DIGITS))
 
 
 def pr_points(y_true: pd.Series, proba: np.ndarray, classes: list[str], label: str) -> pd.DataFrame:
@@ -179,7 +193,7 @@ def pr_points(y_true: pd.Series, proba: np.ndarray, classes: list[str], label: s
     precision, recall, _ = precision_recall_curve(
         np.asarray(y_true).astype(str) == label, proba[:, col], drop_intermediate=True
     )
-    return pd.DataFrame({"recall": recall, "precision": precision}).round(DIGITS)
+    return thin(pd.DataFrame({"recall": recall, "precision": precision}).round(DIGITS))
 
 
 def calibration_points(

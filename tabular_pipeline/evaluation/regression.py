@@ -201,17 +201,31 @@ def fairness_report(
     n_resamples: int,
     confidence: float,
     seed: int,
+    ci_rows: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """Headline MAE gap per sensitive column, and the per-group tables behind it."""
+    """Headline MAE gap per sensitive column, and the per-group tables behind it.
+
+    Tables and gaps use every row; the gap's bootstrap resamples ``ci_rows``
+    (the headline CIs' seeded sample) when given.
+    """
     fairness.check_sensitive(frame, sensitive)
     headline: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
     y = frame[target].to_numpy(dtype=np.float64)
+    rows = np.arange(len(y)) if ci_rows is None else ci_rows
+    p = np.asarray(pred, dtype=np.float64)
     for column in sensitive:
-        table = group_table(y, pred, frame[column])
+        table = group_table(y, p, frame[column])
         tables[column] = table
         headline[column] = mae_gap(
-            y, pred, frame[column], table, min_group_size, n_resamples, confidence, seed
+            y[rows],
+            p[rows],
+            frame[column].iloc[rows],
+            table,
+            min_group_size,
+            n_resamples,
+            confidence,
+            seed,
         )
     return headline, tables
 

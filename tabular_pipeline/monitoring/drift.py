@@ -100,11 +100,12 @@ def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 def _prediction(pipeline: Any, frame: pd.DataFrame, positive: str | None) -> pd.Series:
     """Binary: probability of the positive class (numeric); regression: the predicted
     value (numeric); multiclass: the predicted label."""
+    from tabular_pipeline.models.modeling import predict_proba, predict_values
+
     if not hasattr(pipeline, "classes_"):
-        return pd.Series(np.asarray(pipeline.predict(frame), dtype=np.float64), index=frame.index)
-    proba = pipeline.predict_proba(frame)
-    classes = [str(c) for c in pipeline.classes_]
-    return prediction_column(np.asarray(proba), classes, positive, frame.index)
+        return pd.Series(predict_values(pipeline, frame, ""), index=frame.index)
+    proba, classes = predict_proba(pipeline, frame, "")
+    return prediction_column(proba, classes, positive, frame.index)
 
 
 def prediction_column(

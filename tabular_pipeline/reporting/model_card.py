@@ -68,6 +68,7 @@ def build(
             "n_rows": evaluation.get("n_rows"),
             "metrics": headline,
             "confidence_intervals": evaluation.get("ci", {}),
+            "sampling": evaluation.get("sampling", {}),
             "per_class": evaluation.get("per_class", {}),
         },
         "fairness": fairness,
@@ -243,7 +244,7 @@ def to_markdown(card: dict[str, Any]) -> str:
             for k, v in ev["metrics"].items()
         ],
     )
-    lines += ["", f"{ev['n_rows']} test rows; intervals: seeded percentile bootstrap.", ""]
+    lines += ["", sampling_note(ev["n_rows"], ev.get("sampling", {})), ""]
     lines += ["## Fairness", ""]
     fair = card["fairness"]
     if not fair.get("columns"):
@@ -359,3 +360,21 @@ def _regression_fairness(fair: dict[str, Any]) -> list[str]:
         )
         lines.append("")
     return lines
+
+
+def sampling_note(n_rows: Any, sampling: dict[str, Any]) -> str:
+    """What each estimate was computed on: on a large test split, CIs and importance use samples."""
+    if not sampling:
+        return f"{n_rows} test rows; intervals: seeded percentile bootstrap."
+    boot, test = sampling["bootstrap_rows"], sampling["test_rows"]
+    on = "all test rows" if boot == test else f"a seeded sample of {boot:,} of them"
+    note = (
+        f"{test:,} test rows (the metrics use all of them). Intervals: seeded percentile "
+        f"bootstrap, {sampling['bootstrap_resamples']:,} resamples of {on}"
+    )
+    if boot != test:
+        note += " (so wider than the whole split's would be)"
+    return (
+        f"{note}. Permutation importance: {sampling['importance_rows']:,} rows x "
+        f"{sampling['importance_repeats']} repeats."
+    )
