@@ -388,11 +388,15 @@ class DriftConfig:
 # params section like one, parsed by compose with the others.
 @dataclass
 class QualityConfig:
-    metrics: list[str]
+    metrics: list[str]  # classification models
+    regression_metrics: list[str]  # regression models (data.task regression)
     n_resamples: int
     confidence: float
     min_labels: int  # fewer matched labels: reported, not gated
-    max_drop: dict[str, float]  # metric -> allowed drop from the promoted value
+    # metric -> allowed worsening from the promoted value, in the metric's
+    # direction (a fall of accuracy/r2, a rise of rmse/mae/log_loss); both
+    # tasks' metrics may be listed, only the served model's task's apply
+    max_drop: dict[str, float]
 
 
 @dataclass
@@ -405,10 +409,18 @@ class MonitorConfig:
     quality: QualityConfig
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.quality.max_drop) - set(self.quality.metrics))
+        listed = set(self.quality.metrics) | set(self.quality.regression_metrics)
+        unknown = sorted(set(self.quality.max_drop) - listed)
         if unknown:
             raise ValueError(
-                f"quality.max_drop: {unknown} not in quality.metrics {self.quality.metrics}"
+                f"quality.max_drop: {unknown} not in quality.metrics {self.quality.metrics} "
+                f"or quality.regression_metrics {self.quality.regression_metrics}"
+            )
+        negative = sorted(k for k, v in self.quality.max_drop.items() if v < 0)
+        if negative:
+            raise ValueError(
+                f"quality.max_drop: {negative} negative; a drop is a worsening in the "
+                "metric's direction (a rise for rmse/mae), so the tolerance is >= 0"
             )
         if not 0 < self.quality.confidence < 1:
             raise ValueError(f"quality.confidence: {self.quality.confidence!r} must be in (0, 1)")

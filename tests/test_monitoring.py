@@ -1,7 +1,8 @@
 """Monitoring of served traffic: log reading, labels, live quality, textfile, retrain batch.
 
 Pure functions on tiny fixtures; the whole command on a served Bento's real
-log is in tests/test_serving_e2e.py (one served session).
+log is in tests/test_serving_e2e.py (classifier, one served session) and
+tests/test_regression_e2e.py (regressor).
 """
 
 from __future__ import annotations
@@ -172,7 +173,9 @@ def test_monitor_section_of_the_shipped_params_parses_and_checks_max_drop() -> N
     params = copy.deepcopy(composed_params())  # a fresh project has no params.yaml yet
     cfg = parse_section(params, "monitor", MonitorConfig)
     assert cfg.gate.critical_columns == params["data"]["sensitive"]
-    assert set(cfg.quality.max_drop) <= set(cfg.quality.metrics)
+    assert set(cfg.quality.max_drop) <= set(cfg.quality.metrics) | set(
+        cfg.quality.regression_metrics
+    )
     section = params["monitor"] | {
         "quality": params["monitor"]["quality"] | {"max_drop": {"f1": 1}}
     }
@@ -321,3 +324,233 @@ def test_ingest_stage_appends_extra_train_files(
         PipelineError, match=r"data.source.extra_train: /elsewhere/b.parquet is outside"
     ):
         ingest_stage.main()
+
+
+# -- regression models: a numeric `prediction` per record, numeric labels ---------------
+def value_record(i: int, **extra: Any) -> dict[str, Any]:
+    """A regressor's record as ``PredictionLog.write_values`` writes it."""
+    return {
+        "prediction_id": f"r{i:03d}",
+        "ts": 2000.0 + i,
+        "variant": "champion",
+        "model_sha256": "abc",
+        "features": {"year": 1952 + 5 * (i % 12), "continent": "Asia" if i % 2 else "Europe"},
+        "prediction": 50.0 + i,
+    } | extra
+
+
+def test_regression_records_are_read_and_bad_ones_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_log(
+        tmp_path / "predictions.jsonl",
+        [
+            value_record(2),
+            value_record(0),
+            value_record(5, prediction="61.2"),
+            value_record(6, prediction=True),
+            '{"prediction_id": "r007", "features": {}, "prediction": NaN}',
+            {"prediction_id": "r008", "prediction": 1.0},
+            value_record(1, prediction=70),
+        ],
+    )
+    with caplog.at_level(logging.WARNING):
+        batch = logs.read_logs(str(path))
+    assert batch.kind == logs.REGRESSION and batch.skipped == 4
+    assert "predictions.jsonl:3: skipped line: prediction must be a finite number, got '61.2'" in (
+        caplog.text
+    )
+    assert "predictions.jsonl:4: skipped line: prediction must be a finite number, got True" in (
+        caplog.text
+    )
+    assert "predictions.jsonl:5: skipped line: prediction must be a finite number, got nan" in (
+        caplog.text
+    )
+    assert "predictions.jsonl:6: skipped line: missing key(s) ['features']" in caplog.text
+    assert batch.served.columns.tolist() == [
+        "prediction_id",
+        "ts",
+        "variant",
+        "model_sha256",
+        "prediction",
+    ]
+    assert batch.served["prediction_id"].tolist() == ["r000", "r001", "r002"]
+    assert batch.served["prediction"].tolist() == [50.0, 70.0, 52.0]
+    assert batch.served["prediction"].dtype == np.float64
+    # A classifier's batch is read exactly as before.
+    classic = logs.read_logs(str(write_log(tmp_path / "c.jsonl", [record(0)])))
+    assert classic.kind == logs.CLASSIFICATION
+    assert classic.served.columns.tolist()[-2:] == ["label", "proba"]
+
+
+def test_a_log_mixing_both_kinds_fails_in_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    write_log(folder / "predictions.jsonl", [value_record(0), value_record(1)])
+    write_log(folder / "predictions.jsonl.1", [record(0)])
+    with pytest.raises(PipelineError) as err:
+        logs.read_logs(str(folder))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "mixes classification records (label/proba, e.g. " in message
+    assert "predictions.jsonl.1:1) and regression records (prediction, e.g. " in message
+
+
+def test_log_kind_must_match_the_models_task(tmp_path: Path) -> None:
+    from tabular_pipeline.monitoring import monitor
+
+    batch = logs.read_logs(str(write_log(tmp_path / "p.jsonl", [value_record(0)])))
+    monitor.check_kind(batch, logs.REGRESSION, Path("models/model.joblib"), "p.jsonl")
+    with pytest.raises(
+        PipelineError,
+        match=r"the log holds a regressor's records \(a numeric prediction\) but "
+        r"models/model.joblib is a classification model",
+    ):
+        monitor.check_kind(batch, logs.CLASSIFICATION, Path("models/model.joblib"), "p.jsonl")
+
+
+def test_numeric_labels_name_file_line_id_and_value(tmp_path: Path) -> None:
+    good = tmp_path / "labels.csv"
+    good.write_text("prediction_id,label\nr000,51.5\nr001, 70 \nzzz,60\n")
+    labels = logs.read_labels(good, numeric=True)
+    assert labels["label"].tolist() == [51.5, 70.0, 60.0] and labels["label"].dtype == np.float64
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prediction_id,label\nr000,51.5\nr001,old\nr002,inf\nr003,60\n")
+    with pytest.raises(PipelineError) as err:
+        logs.read_labels(bad, numeric=True)
+    assert str(err.value) == (
+        f"monitor --labels {bad}: 2 label(s) are not finite numbers, which a regression "
+        "model's labels must be: line 3 (prediction_id 'r001': 'old'); "
+        "line 4 (prediction_id 'r002': 'inf')"
+    )
+    # The same file is fine for a classifier: labels stay text.
+    assert logs.read_labels(bad)["label"].tolist() == ["51.5", "old", "inf", "60"]
+
+
+def regression_joined(n: int, noise: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    actual = rng.normal(60.0, 10.0, size=n)
+    return pd.DataFrame({"actual": actual, "prediction": actual + rng.normal(0.0, noise, size=n)})
+
+
+def test_live_regression_quality_uses_evaluates_metrics_and_bootstrap() -> None:
+    from tabular_pipeline.evaluation import metrics as m
+    from tabular_pipeline.evaluation import regression
+
+    joined = regression_joined(300, 4.0)
+    live = quality.live_regression_metrics(joined, ["rmse", "mae", "r2", "mape"], 200, 0.9, 3)
+    expected = m.regression_metrics(joined["actual"], joined["prediction"])
+    assert live["values"] == {k: expected[k] for k in ("rmse", "mae", "r2", "mape")}
+    assert live["n_rows"] == 300 and set(live["ci"]) == {"rmse", "mae", "r2"}  # mape: point only
+    assert live["ci"] == regression.bootstrap_ci(
+        joined["actual"], joined["prediction"], ["rmse", "mae", "r2"], 200, 0.9, 3
+    )
+    for name in ("rmse", "mae", "r2"):
+        assert live["ci"][name]["low"] < live["values"][name] < live["ci"][name]["high"]
+    with pytest.raises(PipelineError, match=r"regression_metrics: \['accuracy'\] are not computed"):
+        quality.live_regression_metrics(joined, ["accuracy"], 10, 0.9, 0)
+
+
+def test_regression_gate_reads_a_rise_of_an_error_metric_as_the_drop() -> None:
+    promoted = {"rmse": 4.0, "mae": 3.0, "r2": 0.8, "mape": 0.05}
+    limits = {"rmse": 1.0, "r2": 0.05, "accuracy": 0.05}  # accuracy: the other task's, ignored
+    metrics = ["rmse", "mae", "r2"]
+    worse = quality.live_regression_metrics(regression_joined(400, 6.0), metrics, 100, 0.95, 0)
+    rows, failures = quality.compare(worse, promoted, limits, n_labels=400, min_labels=100)
+    by = {r["metric"]: r for r in rows}
+    assert by["rmse"]["live"] > 5.0 and by["rmse"]["failed"]
+    assert by["rmse"]["drop"] == pytest.approx(by["rmse"]["live"] - 4.0, abs=1e-6)
+    assert by["mae"]["drop"] > 0 and not by["mae"]["failed"]  # no max_drop: reported only
+    assert by["r2"]["drop"] == pytest.approx(0.8 - by["r2"]["live"], abs=1e-6)
+    rmse_line = next(f for f in failures if f.startswith("live rmse"))
+    assert re.fullmatch(
+        r"live rmse \d\.\d{4} \(CI [\d.]+-[\d.]+, 400 labels\) is \d\.\d{4} above the promoted "
+        r"4\.0000 \(monitor\.quality\.max_drop\.rmse 1\.0, lower is better\)",
+        rmse_line,
+    ), rmse_line
+    # A better model (lower error) is a negative drop: never a failure.
+    better = quality.live_regression_metrics(regression_joined(400, 1.0), metrics, 100, 0.95, 0)
+    rows, failures = quality.compare(better, promoted, limits, 400, 100)
+    assert failures == [] and all(r["drop"] < 0 for r in rows)
+
+
+def test_max_drop_lists_both_tasks_metrics_and_is_never_negative() -> None:
+    params = copy.deepcopy(composed_params())
+    cfg = parse_section(params, "monitor", MonitorConfig)
+    assert cfg.quality.regression_metrics == params["evaluate"]["bootstrap"]["regression_metrics"]
+    assert "r2" in cfg.quality.max_drop
+    q = params["monitor"]["quality"]
+    section = params["monitor"] | {"quality": q | {"max_drop": {"rmse": -1.0}}}
+    with pytest.raises(PipelineError, match=r"quality.max_drop: \['rmse'\] negative"):
+        parse_section({"monitor": section}, "monitor", MonitorConfig)
+
+
+def test_textfile_carries_regression_live_metrics(tmp_path: Path) -> None:
+    quality_part = {
+        "counts": {"matched": 120},
+        "metrics": [
+            {"metric": "rmse", "live": 5.25, "ci": {"low": 4.8, "high": 5.7}, "promoted": 4.0},
+            {"metric": "r2", "live": 0.71, "ci": {"low": 0.66, "high": 0.76}, "promoted": 0.8},
+            {"metric": "mape", "live": 0.08, "ci": None, "promoted": 0.06},
+        ],
+    }
+    text = export.render(summary_fixture(quality_part), "gapminder")
+    lines = text.splitlines()
+    assert 'tabular_monitor_live_metric{metric="rmse",model="gapminder"} 5.25' in lines
+    assert 'tabular_monitor_live_metric_high{metric="rmse",model="gapminder"} 5.7' in lines
+    assert 'tabular_monitor_promoted_metric{metric="rmse",model="gapminder"} 4' in lines
+    assert 'tabular_monitor_live_metric{metric="mape",model="gapminder"} 0.08' in lines
+    assert not any('metric="mape"' in line for line in lines if "_low" in line)
+    assert 'tabular_monitor_labels_matched{model="gapminder"} 120' in lines
+    import shutil
+    import subprocess
+
+    if shutil.which("promtool"):
+        out = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+    # The dashboard shows target-unit errors apart from the 0-1 metrics.
+    board = dashboard.dashboard()
+    by_title = {p["title"]: dashboard.queries({"panels": [p]}) for p in board["panels"]}
+    errors = next(q for t, q in by_title.items() if t.startswith("Live error"))
+    assert all('metric=~"rmse|mae"' in q for q in errors)
+
+
+def test_labelled_regression_batch_is_read_back_by_ingest_with_a_numeric_target(
+    tmp_path: Path,
+) -> None:
+    from tabular_pipeline.config import load_data_config
+    from tests.conftest import GAPMINDER
+
+    params = copy.deepcopy(composed_params())
+    params["data"] = {
+        **params["data"],
+        "name": "gapminder",
+        "target": "lifeexp",
+        "task": "regression",
+        "drop": ["country", "iso_alpha", "iso_num"],
+        "labels": [],
+        "positive_label": None,
+        "label_map": {},
+        "rename": {},
+        "source": {"train": "data/raw/gapminder/gapminder.csv.gz", "test": None, "read": {}},
+        "schema": str(GAPMINDER / "conf/data/schema/gapminder.yaml"),
+    }
+    cfg = load_data_config(params)
+    train = ingest.normalize(ingest.read_table(GAPMINDER / cfg.source.train).head(200), cfg)
+    features = train.drop(columns=[cfg.target]).head(20)
+    served_features = pd.DataFrame(json.loads(features.to_json(orient="records")))
+    served = pd.DataFrame({"prediction_id": [f"p{i}" for i in range(20)]})
+    labels_file = tmp_path / "labels.csv"
+    labels_file.write_text("prediction_id,label\np4,61.25\np2,48\nzz,70\n")
+    labels = logs.read_labels(labels_file, numeric=True)
+    rows = retrain.labelled_rows(served_features, served, labels, cfg.target)
+    assert rows[cfg.target].tolist() == [48.0, 61.25]
+    retrain.write_batch(rows, tmp_path / "b1.parquet")
+    back = ingest.normalize(
+        ingest.read_table(tmp_path / "b1.parquet"), cfg, "b1.parquet", True, task="regression"
+    )
+    both = ingest.concat([train, back])
+    assert len(both) == 202 and list(both.columns) == list(train.columns)
+    assert both[cfg.target].dtype == train[cfg.target].dtype == np.float64
+    assert both[cfg.target].iloc[-2:].tolist() == [48.0, 61.25]

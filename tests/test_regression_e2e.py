@@ -1,6 +1,7 @@
 """End to end, regression: `dvc repro` of a 600-row gapminder sample through `package`,
-the Bento served (float predictions, batch, 4xx), a no-op repro and a queued sweep of two
-regression models. One project, one test: building costs most of the time."""
+the Bento served (float predictions, batch, 4xx), `monitor` on its prediction log with
+delayed numeric labels, a no-op repro and a queued sweep of two regression models.
+One project, one test: building costs most of the time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gzip
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tests.conftest import GAPMINDER, git, make_project, ran_stages, run
 from tests.servers import bento_server
@@ -89,6 +92,7 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
         assert set(body) == {"prediction_id", "prediction", "variant", "model_version"}
         assert isinstance(body["prediction"], float)
         batch = httpx.post(f"{url}/predict_batch", json=rows, headers=auth, timeout=30).json()
+        batch_ids = batch["prediction_ids"]
         expected = pd.read_parquet(project / "data/predictions/test.parquet")["predicted"]
         np.testing.assert_allclose(batch["predictions"], expected, rtol=1e-9, atol=0)
         assert batch["predictions"][0] == body["prediction"]
@@ -103,6 +107,8 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
         )
         assert inf.status_code == 400 and "gdppercap" in inf.text
         assert httpx.post(f"{url}/predict", json=rows[0], timeout=30).status_code == 401
+
+    monitor_served_values(project, tmp_path, batch_ids)
 
     assert ran_stages(run(["dvc", "repro"], project).stdout) == []
 
@@ -145,3 +151,50 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
         "sklearn.ensemble.RandomForestRegressor",
     }
     assert all(m["rmse"] > 0 and m["r2"] > 0 for m in built.values())
+
+
+def monitor_served_values(project: Path, tmp: Path, batch_ids: list[str]) -> None:
+    """`monitor` on the regressor's own log (docs/monitoring.md): the served values are the
+    numerical prediction column, and delayed labels 8 years above the truth fail the gate
+    on a *rise* of RMSE and a fall of R2. The drift report is the expensive part (~10 s)."""
+    test = pd.read_parquet(project / "data/split/test.parquet")
+    served_logs = sorted((project / "logs").glob("predictions*.jsonl*"))
+    assert served_logs, list(project.iterdir())
+    labels = tmp / "labels.csv"
+    truth = test["lifeexp"].to_numpy() + 8.0
+    lines = [f"{pid},{float(v)!r}" for pid, v in zip(batch_ids, truth, strict=True)]
+    labels.write_text("prediction_id,label\n" + "\n".join([*lines, "unknown,1"]) + "\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["monitor"]["quality"]["max_drop"]["rmse"] = 2.0  # years: a per-dataset tolerance
+    params_file = tmp / "monitor-params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    out_dir, export = tmp / "monitor", tmp / "batch.parquet"
+    cmd = [sys.executable, "-m", "tabular_pipeline.monitoring.cli", "--logs", str(project / "logs")]
+    cmd += ["--labels", str(labels), "--out", str(out_dir), "--params", str(params_file)]
+    cmd += ["--export-training", str(export)]
+    result = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["rows"]["served"] == len(batch_ids) + 1
+    prediction = summary["drift"]["prediction"]
+    assert prediction["column"] == "prediction" and prediction["method"] in (
+        "Wasserstein distance (normed)",
+        "K-S p_value",
+    )
+    assert summary["quality"]["counts"]["matched"] == len(batch_ids)
+    live = {row["metric"]: row for row in summary["quality"]["metrics"]}
+    assert set(live) == {"rmse", "mae", "r2"}
+    promoted = json.loads((project / "metrics/evaluate.json").read_text())
+    assert live["rmse"]["promoted"] == promoted["rmse"]
+    assert live["rmse"]["live"] > promoted["rmse"] + 2 and live["rmse"]["failed"]
+    assert live["rmse"]["ci"]["low"] < live["rmse"]["live"] < live["rmse"]["ci"]["high"]
+    assert live["r2"]["drop"] > 0.05 and live["r2"]["failed"]
+    failures = summary["gate_failures"]
+    assert any(f.startswith("live rmse") and "above the promoted" in f for f in failures)
+    assert any(f.startswith("live r2") and "below the promoted" in f for f in failures)
+    assert "monitoring gate failed" in result.stderr
+    prom = (out_dir / "monitor.prom").read_text()
+    assert 'tabular_monitor_live_metric{metric="rmse",model="gapminder"}' in prom
+    exported = pd.read_parquet(export)
+    assert len(exported) == len(batch_ids) and exported["lifeexp"].dtype == np.float64

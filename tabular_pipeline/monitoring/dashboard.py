@@ -20,6 +20,9 @@ from typing import Any
 OUT = Path("monitoring/grafana/dashboard.json")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 API = 'endpoint=~"/predict.*"'
+# Live-quality metrics in the target's units (regression): their own panel,
+# a 0-1 axis would flatten them.
+TARGET_UNITS = "rmse|mae"
 
 
 def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -130,15 +133,28 @@ def panels() -> list[dict[str, Any]]:
         ),
         _panel(
             "Live quality vs promoted (delayed labels)",
-            [
-                ("tabular_monitor_live_metric", "live {{metric}}"),
-                ("tabular_monitor_live_metric_low", "live {{metric}} CI low"),
-                ("tabular_monitor_live_metric_high", "live {{metric}} CI high"),
-                ("tabular_monitor_promoted_metric", "promoted {{metric}}"),
-            ],
+            _quality_targets(f'metric!~"{TARGET_UNITS}"'),
             (12, 24, 12, 8),
             unit="percentunit",
+            description="Scale-free metrics: accuracy, roc_auc, ... (classification), r2 and "
+            "mape (regression)",
         ),
+        _panel(
+            "Live error vs promoted, regression (delayed labels, target units)",
+            _quality_targets(f'metric=~"{TARGET_UNITS}"'),
+            (0, 32, 12, 8),
+            description="RMSE and MAE are in the target's units (lower is better): a rise is "
+            "the drop monitor.quality.max_drop gates on",
+        ),
+    ]
+
+
+def _quality_targets(match: str) -> list[tuple[str, str]]:
+    return [
+        (f"tabular_monitor_live_metric{{{match}}}", "live {{metric}}"),
+        (f"tabular_monitor_live_metric_low{{{match}}}", "live {{metric}} CI low"),
+        (f"tabular_monitor_live_metric_high{{{match}}}", "live {{metric}} CI high"),
+        (f"tabular_monitor_promoted_metric{{{match}}}", "promoted {{metric}}"),
     ]
 
 

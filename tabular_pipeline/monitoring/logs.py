@@ -9,6 +9,10 @@ Sources: a file, a folder (every ``*.jsonl*`` file in it, rotated backups
 included), a glob, or an fsspec URL such as ``s3://bucket/logs/*.jsonl*``
 (s3fs comes with dvc-s3). A DVC-tracked folder is pulled first
 (``dvc pull logs``), then read as a folder.
+
+Two record kinds, one per task: a classifier's (``label`` and ``proba``) and
+a regressor's (a numeric ``prediction``). Each line is checked against its
+own kind; a batch of both kinds is refused (two models' logs in one batch).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tabular_pipeline.errors import PipelineError
@@ -28,16 +34,25 @@ log = logging.getLogger(__name__)
 
 ID = "prediction_id"
 REQUIRED = ("features", "proba", "label")
+REGRESSION_REQUIRED = ("features", "prediction")
+# Record kinds, named as the model's task family (data.task binary/multiclass
+# is "classification").
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
 MAX_WARNINGS = 20  # per run; the total is always reported
 
 
 @dataclass
 class LogBatch:
-    """Served rows (features), what was served (label, proba, variant, id), and skips."""
+    """Served rows (features), what was served (label, proba or prediction, variant, id),
+    and skips."""
 
     features: pd.DataFrame
-    served: pd.DataFrame  # prediction_id, ts, variant, model_sha256, label, proba
+    # prediction_id, ts, variant, model_sha256, then label, proba (classification)
+    # or prediction (regression, float)
+    served: pd.DataFrame
     files: list[str]
+    kind: str = CLASSIFICATION
     skipped: int = 0
     skipped_where: list[str] = field(default_factory=list)
 
@@ -77,9 +92,16 @@ def _lines(name: str) -> list[str]:
     return raw.decode("utf-8", errors="replace").splitlines()
 
 
+def kind_of(record: dict[str, Any]) -> str:
+    """A regressor's record has ``prediction``; anything else is read as a classifier's."""
+    return REGRESSION if "prediction" in record else CLASSIFICATION
+
+
 def _problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
+    if kind_of(record) == REGRESSION:
+        return _regression_problem(record)
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         return f"missing key(s) {missing}"
@@ -88,11 +110,35 @@ def _problem(record: Any) -> str | None:
     return None
 
 
+def _regression_problem(record: dict[str, Any]) -> str | None:
+    missing = [k for k in REGRESSION_REQUIRED if k not in record]
+    if missing:
+        return f"missing key(s) {missing}"
+    value = record["prediction"]
+    if not isinstance(record["features"], dict):
+        return "features must be an object"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"prediction must be a finite number, got {value!r}"
+    return None
+
+
+def _check_kinds(source: str, first: dict[str, str]) -> str:
+    """The batch's one record kind; both kinds: one error naming a line of each."""
+    if len(first) > 1:
+        raise PipelineError(
+            f"monitor --logs {source}: the log mixes classification records (label/proba, "
+            f"e.g. {first[CLASSIFICATION]}) and regression records (prediction, e.g. "
+            f"{first[REGRESSION]}); monitor one model's logs at a time"
+        )
+    return next(iter(first))
+
+
 def read_logs(source: str) -> LogBatch:
     """Every valid line of every file; bad lines are counted and named, never fatal."""
     files = list_sources(source)
     records: list[dict[str, Any]] = []
     skipped: list[str] = []
+    first: dict[str, str] = {}  # kind -> where it was first seen
     for name in files:
         for number, line in enumerate(_lines(name), start=1):
             if not line.strip():
@@ -108,6 +154,7 @@ def read_logs(source: str) -> LogBatch:
                     log.warning("%s: skipped line: %s", where, problem)
                 skipped.append(where)
                 continue
+            first.setdefault(kind_of(record), f"{name}:{number}")
             records.append(record)
     if len(skipped) > MAX_WARNINGS:
         log.warning("... %d skipped lines in all", len(skipped))
@@ -116,18 +163,21 @@ def read_logs(source: str) -> LogBatch:
             f"monitor --logs {source}: no valid prediction lines in {len(files)} file(s)"
             + (f" ({len(skipped)} corrupt line(s) skipped)" if skipped else " (empty log)")
         )
+    kind = _check_kinds(source, first)
     records.sort(key=lambda r: (float(r.get("ts") or 0.0), str(r.get(ID) or "")))
     features = pd.DataFrame([r["features"] for r in records])
-    served = pd.DataFrame(
-        {
-            ID: [str(r.get(ID) or "") for r in records],
-            "ts": [r.get("ts") for r in records],
-            "variant": [r.get("variant") for r in records],
-            "model_sha256": [r.get("model_sha256") for r in records],
-            "label": [str(r["label"]) for r in records],
-            "proba": [r["proba"] for r in records],
-        }
-    )
+    columns: dict[str, list[Any]] = {
+        ID: [str(r.get(ID) or "") for r in records],
+        "ts": [r.get("ts") for r in records],
+        "variant": [r.get("variant") for r in records],
+        "model_sha256": [r.get("model_sha256") for r in records],
+    }
+    if kind == REGRESSION:
+        columns["prediction"] = [float(r["prediction"]) for r in records]
+    else:
+        columns["label"] = [str(r["label"]) for r in records]
+        columns["proba"] = [r["proba"] for r in records]
+    served = pd.DataFrame(columns)
     log.info(
         "%d prediction rows from %d file(s) (%s); %d line(s) skipped",
         len(records),
@@ -135,7 +185,7 @@ def read_logs(source: str) -> LogBatch:
         source,
         len(skipped),
     )
-    return LogBatch(features, served, files, len(skipped), skipped)
+    return LogBatch(features, served, files, kind, len(skipped), skipped)
 
 
 def typed_like(features: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -151,11 +201,13 @@ def typed_like(features: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_labels(path: Path, target_name: str = "label") -> pd.DataFrame:
+def read_labels(path: Path, target_name: str = "label", numeric: bool = False) -> pd.DataFrame:
     """A delayed-labels file: ``prediction_id,label`` (CSV or Parquet), ids unique.
 
     Read through the guarded reader (a damaged or mis-separated file is one
-    line naming it), as text, so ids and labels are never turned into numbers.
+    line naming it), as text, so ids and labels are never turned into numbers
+    by accident. ``numeric`` (regression): every label must be a finite
+    number, returned as float; the first bad ones are named by line and id.
     """
     from tabular_pipeline.data.reader import read_user_table
 
@@ -173,9 +225,30 @@ def read_labels(path: Path, target_name: str = "label") -> pd.DataFrame:
         )
     frame = frame[[ID, target_name]].astype(str)
     frame = frame[(frame[ID] != "") & (frame[target_name] != "")]
+    if numeric:
+        frame = _numeric_labels(frame, target_name, path)
     dupes = frame[ID][frame[ID].duplicated()].unique()[:3].tolist()
     if dupes:
         raise PipelineError(f"monitor --labels {path}: duplicate prediction_id(s), e.g. {dupes}")
     if frame.empty:
         raise PipelineError(f"monitor --labels {path}: no labelled rows")
     return frame.rename(columns={target_name: "label"}).reset_index(drop=True)
+
+
+def _numeric_labels(frame: pd.DataFrame, column: str, path: Path) -> pd.DataFrame:
+    """Labels as float64; a value that is not a finite number fails naming where it is."""
+    values = pd.to_numeric(frame[column].str.strip(), errors="coerce").astype("float64")
+    bad = frame[~np.isfinite(values.to_numpy())]
+    if len(bad):
+        csv = not str(path).lower().endswith(".parquet")
+        where = [
+            f"{'line' if csv else 'row'} {int(i) + (2 if csv else 1)} ({ID} {pid!r}: {value!r})"
+            for i, pid, value in zip(bad.index[:3], bad[ID][:3], bad[column][:3], strict=True)
+        ]
+        raise PipelineError(
+            f"monitor --labels {path}: {len(bad)} label(s) are not finite numbers, which a "
+            f"regression model's labels must be: {'; '.join(where)}"
+        )
+    out = frame.copy()
+    out[column] = values
+    return out

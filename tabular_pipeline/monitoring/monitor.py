@@ -9,6 +9,10 @@ the model, the promoted test metrics) and writes only into ``monitor.out_dir``
 The drift part is the ``drift`` stage's code (same Evidently preset, same
 normalisation, same gate), with the *served* predictions as the current
 prediction column; the quality part needs delayed labels (see quality.py).
+Both tasks: a classifier's log holds probabilities (the prediction column is
+the positive class's probability or the label, as in ``drift``), a
+regressor's the predicted value (a numerical column, against the model's
+predictions on the training split, as in ``drift``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tabular_pipeline.config import (
     load_data_config,
     parse_section,
 )
+from tabular_pipeline.data.task import is_regression, task_of_model
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import drift, export, logs, quality, retrain
 
@@ -99,6 +104,20 @@ def served_prediction(served: pd.DataFrame, classes: list[str], data: DataConfig
     return drift.prediction_column(proba, classes, positive, served.index)
 
 
+def check_kind(batch: logs.LogBatch, model_kind: str, model_path: Path, source: str) -> None:
+    """The log's record kind must be the model's task family: one line when it is not."""
+    if batch.kind == model_kind:
+        return
+    what = {
+        logs.CLASSIFICATION: "a classifier's records (label/proba)",
+        logs.REGRESSION: "a regressor's records (a numeric prediction)",
+    }
+    raise PipelineError(
+        f"monitor --logs {source}: the log holds {what[batch.kind]} but {model_path} is a "
+        f"{model_kind} model; were the logs written by another project's service?"
+    )
+
+
 def run(
     params: dict[str, Any],
     logs_source: str,
@@ -122,18 +141,23 @@ def run(
         )
     if export_training is not None and labels_path is None:
         raise PipelineError("monitor --export-training needs --labels (rows need a label)")
-    # Bad labels fail here, before the expensive drift report.
-    labels = logs.read_labels(labels_path) if labels_path is not None else None
-    reference = stage.read_parquet(split_dir / "train.parquet")
     pipeline = stage.load_object(model_path)
-    if not hasattr(pipeline, "classes_"):
-        raise PipelineError(
-            f"monitor: {model_path} is not a classifier (no classes_): served-traffic "
-            "monitoring reads class probabilities from the log; regression is not supported yet"
-        )
-    classes = [str(c) for c in pipeline.classes_]
+    regression = is_regression(task_of_model(pipeline))
+    check_kind(
+        batch, logs.REGRESSION if regression else logs.CLASSIFICATION, model_path, logs_source
+    )
+    # Bad labels fail here, before the expensive drift report.
+    labels = logs.read_labels(labels_path, numeric=regression) if labels_path is not None else None
+    reference = stage.read_parquet(split_dir / "train.parquet")
     current = logs.typed_like(batch.features, reference)
-    current[SERVED] = served_prediction(batch.served, classes, data).to_numpy()
+    classes: list[str] = []
+    if regression:
+        # drift.prepare predicts the reference side with the model, as the
+        # drift stage does: a numerical column of predicted values.
+        current[SERVED] = batch.served["prediction"].to_numpy(dtype=np.float64)
+    else:
+        classes = [str(c) for c in pipeline.classes_]
+        current[SERVED] = served_prediction(batch.served, classes, data).to_numpy()
     ref, cur, columns = drift.prepare(
         reference,
         current,
@@ -174,16 +198,21 @@ def run(
         log.info("labels: %d of %d matched a served prediction", counts["matched"], len(labels))
         promoted = _promoted(Path(evaluate.metrics_out))
         q = cfg.quality
+        rows: list[dict[str, Any]] = []
+        live: dict[str, Any] = {}
         if counts["matched"] == 0:
             failures.append(
                 f"labels {labels_path}: none of {len(labels)} prediction_id(s) is in the logs"
             )
-            rows: list[dict[str, Any]] = []
-            live: dict[str, Any] = {}
+        elif regression:
+            live = quality.live_regression_metrics(
+                joined, list(q.regression_metrics), q.n_resamples, q.confidence, seed
+            )
         else:
             live = quality.live_metrics(
                 joined, classes, list(q.metrics), q.n_resamples, q.confidence, seed
             )
+        if live:
             rows, quality_failures = quality.compare(
                 live, promoted, dict(q.max_drop), counts["matched"], q.min_labels
             )

@@ -1,11 +1,18 @@
 """Live quality: served predictions joined with delayed labels, next to the promoted metrics.
 
 The same metric code and bootstrap as ``evaluate`` (so live and test numbers
-mean the same thing), computed from the probabilities that were *served*
-(logged), not re-predicted: a challenger's rows are scored as served.
+mean the same thing), computed from what was *served* (the logged
+probabilities, or a regressor's logged values), not re-predicted: a
+challenger's rows are scored as served.
 The gate compares the live point estimate with the promoted test metric and
 a configured allowed drop; the CI is reported so a reader can tell a real
 drop from noise on few labels (``min_labels`` keeps tiny batches from gating).
+
+A "drop" is a worsening in the metric's direction, as register's gates read
+it (``registry.gates.direction``): a fall for higher-is-better metrics
+(accuracy, roc_auc, r2, ...), a *rise* for lower-is-better ones (rmse, mae,
+log_loss, ...). ``max_drop`` is therefore always a positive tolerance, in the
+metric's units (rmse and mae: the target's units).
 """
 
 from __future__ import annotations
@@ -18,13 +25,11 @@ import pandas as pd
 
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring.logs import ID
+from tabular_pipeline.registry.gates import direction
 
 log = logging.getLogger(__name__)
 
 DIGITS = 6
-# Direction of each metric this project computes (any task): a drop is a fall
-# for these, a rise for the others (log_loss, error_rate, rmse, mae, ...).
-HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
 
 
 def join_labels(served: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -82,6 +87,40 @@ def live_metrics(
     }
 
 
+def live_regression_metrics(
+    joined: pd.DataFrame,
+    metrics: list[str],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
+    """A regressor's headline metrics and percentile CIs: served values against numeric labels.
+
+    ``evaluate``'s own functions (``metrics.regression_metrics``,
+    ``regression.bootstrap_ci``), so the live numbers compare with the
+    promoted ones.
+    """
+    from tabular_pipeline.evaluation import metrics as m
+    from tabular_pipeline.evaluation import regression
+
+    y = joined["actual"].to_numpy(dtype=np.float64)
+    pred = joined["prediction"].to_numpy(dtype=np.float64)
+    scores = m.regression_metrics(y, pred)
+    unknown_metrics = [k for k in metrics if k not in scores or k in ("n_rows", "mape_skipped")]
+    if unknown_metrics:
+        raise PipelineError(
+            f"monitor.quality.regression_metrics: {unknown_metrics} are not computed "
+            f"(choose from rmse, mae, r2, mape)"
+        )
+    boot = [k for k in metrics if k in regression.BOOTSTRAP_METRICS]
+    ci = regression.bootstrap_ci(y, pred, boot, n_resamples, confidence, seed)
+    return {
+        "values": {k: scores.get(k) for k in metrics},
+        "ci": ci,
+        "n_rows": len(y),
+    }
+
+
 def compare(
     live: dict[str, Any],
     promoted: dict[str, Any],
@@ -96,7 +135,7 @@ def compare(
         ref = promoted.get(name)
         drop = None
         if value is not None and isinstance(ref, (int, float)):
-            sign = 1 if name in HIGHER_IS_BETTER else -1
+            sign = 1 if direction(name) == "higher" else -1
             drop = round(sign * (float(ref) - float(value)), DIGITS)
         limit = max_drop.get(name)
         failed = limit is not None and drop is not None and drop > limit
@@ -113,10 +152,13 @@ def compare(
         )
         if failed and n_labels >= min_labels:
             ci = live["ci"].get(name) or {}
+            worse = "below" if direction(name) == "higher" else "above"
             failures.append(
                 f"live {name} {value:.4f} (CI {ci.get('low')}-{ci.get('high')}, "
-                f"{n_labels} labels) is {drop:.4f} below the promoted {ref:.4f} "
-                f"(monitor.quality.max_drop.{name} {limit})"
+                f"{n_labels} labels) is {drop:.4f} {worse} the promoted {ref:.4f} "
+                f"(monitor.quality.max_drop.{name} {limit}"
+                + ("" if worse == "below" else f", {direction(name)} is better")
+                + ")"
             )
         elif failed:
             log.warning(
