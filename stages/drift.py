@@ -43,9 +43,11 @@ def main() -> None:
         reference, current, data, pipeline, cfg.max_rows, int(params["seed"])
     )
     log.info(
-        "Evidently drift: %d reference rows vs %d current rows (%s), %d columns",
+        "Evidently drift: %d reference rows (of %d) vs %d current rows (of %d) (%s), %d columns",
         len(ref),
+        len(reference),
         len(cur),
+        len(current),
         cfg.current,
         len(columns.numerical) + len(columns.categorical),
     )
@@ -55,7 +57,9 @@ def main() -> None:
     summary = drift.summarise(result.columns, columns.prediction, cfg.gate)
     summary["reference"] = (split_dir / "train.parquet").as_posix()
     summary["current"] = cfg.current
+    # Evidently compares seeded samples of at most drift.max_rows rows a side.
     summary["rows"] = {"reference": len(ref), "current": len(cur)}
+    summary["rows_sampled_from"] = {"reference": len(reference), "current": len(current)}
     stage.write_json(Path(cfg.summary_out), summary)
     stage.write_json(Path(cfg.metrics_out), drift.headline(summary, cfg.gate))
     log.info(

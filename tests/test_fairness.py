@@ -105,3 +105,28 @@ def test_group_bars_has_one_row_per_column_and_group(toy) -> None:
     bars = fair.group_bars({"g": table, "h": table})
     assert list(bars["group"]) == ["g=a", "g=b", "h=a", "h=b"]
     assert list(bars.columns) == ["group", "selection_rate", "tpr", "size"]
+
+
+def test_bootstrap_sample_is_seeded_sorted_and_bounded() -> None:
+    rows = fair.sample_rows(1_000_000, 5_000, seed=3)
+    assert len(rows) == 5_000 and len(np.unique(rows)) == 5_000
+    assert (np.diff(rows) > 0).all() and rows.max() < 1_000_000
+    assert (rows == fair.sample_rows(1_000_000, 5_000, seed=3)).all()
+    assert (fair.sample_rows(10, 5_000, seed=3) == np.arange(10)).all()  # small: every row
+
+
+def test_model_card_states_the_sample_sizes() -> None:
+    from tabular_pipeline.reporting.model_card import sampling_note
+
+    sampling = {
+        "test_rows": 1_628_100,
+        "bootstrap_rows": 100_000,
+        "bootstrap_resamples": 1000,
+        "importance_rows": 4000,
+        "importance_repeats": 5,
+    }
+    note = sampling_note(1_628_100, sampling)
+    assert "a seeded sample of 100,000 of them" in note and "1,628,100 test rows" in note
+    assert "wider" in note and "4,000 rows x 5 repeats" in note
+    whole = sampling_note(16_281, sampling | {"test_rows": 16_281, "bootstrap_rows": 16_281})
+    assert "of all test rows" in whole and "wider" not in whole

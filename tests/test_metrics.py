@@ -61,3 +61,13 @@ def test_curve_points_have_expected_columns() -> None:
     cal = m.calibration_points(y, proba, ["n", "y"], "y", bins=4)
     assert list(cal.columns) == ["predicted", "observed"] and len(cal) <= 4
     assert len(m.confusion_rows(y, proba, ["n", "y"])) == 40
+
+
+def test_long_curves_are_thinned_keeping_both_ends() -> None:
+    curve = pd.DataFrame({"fpr": np.linspace(0, 1, 25_001), "tpr": np.linspace(0, 1, 25_001)})
+    thin = m.thin(curve, points=1_000)
+    assert len(thin) == 1_000
+    assert thin.iloc[0].tolist() == [0.0, 0.0] and thin.iloc[-1].tolist() == [1.0, 1.0]
+    assert thin["fpr"].is_monotonic_increasing
+    short = curve.head(500)
+    assert m.thin(short, points=1_000) is short  # below the cap: untouched (Adult's curves)

@@ -149,3 +149,45 @@ def test_training_and_evaluation_land_in_one_run(
     assert list((tmp_path / "mlartifacts").rglob("MLmodel"))
     loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     assert len(loaded.predict(signature_example(features, rows=4))) == 4
+
+
+def test_chunked_predictions_equal_one_call(fitted, toy_frame: pd.DataFrame) -> None:
+    """Evaluate, train and drift predict in chunks: the result must not depend on the size."""
+    from tabular_pipeline.models import modeling
+
+    X = toy_frame.drop(columns=["label"])
+    whole = fitted.predict_proba(X)
+    chunked = modeling.in_chunks(fitted.predict_proba, X, rows=7)  # 120 rows: 18 chunks
+    assert chunked.shape == whole.shape
+    assert (chunked == whole).all()
+
+
+def test_hgb_early_stops_on_the_validation_split(toy_frame: pd.DataFrame) -> None:
+    """With early_stopping true, HGB is given the pipeline's valid split (no split of its own)."""
+    import numpy as np
+
+    from tabular_pipeline.models.modeling import accepts_x_val
+
+    numeric, categorical = feature_columns(toy_frame, "label")
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig))
+    featurizer.fit(toy_frame.drop(columns=["label"]))
+    hgb = {"_target_": "sklearn.ensemble.HistGradientBoostingClassifier", "max_iter": 20}
+    early = build_estimator(hgb | {"early_stopping": True, "n_iter_no_change": 2})
+    assert accepts_x_val(early)
+    assert not accepts_x_val(build_estimator(hgb | {"early_stopping": "auto"}))
+    logreg = build_estimator({"_target_": "sklearn.linear_model.LogisticRegression"})
+    assert not accepts_x_val(logreg)
+    train, valid = toy_frame.iloc[:80], toy_frame.iloc[80:]
+    seen: dict[str, object] = {}
+    fit = early.fit
+
+    def spy(X, y, X_val=None, y_val=None):  # what fit_pipeline hands the estimator
+        seen.update(rows=len(X), X_val=X_val, y_val=y_val)
+        return fit(X, y, X_val=X_val, y_val=y_val)
+
+    early.fit = spy  # type: ignore[method-assign]
+    fit_pipeline(featurizer, early, train, "label", valid=valid)
+    assert seen["rows"] == 80 and len(seen["X_val"]) == 40  # type: ignore[arg-type]
+    assert list(seen["y_val"]) == valid["label"].astype(str).tolist()  # type: ignore[call-overload]
+    assert len(early.validation_score_) == early.n_iter_ + 1
+    assert np.isfinite(early.validation_score_).all()

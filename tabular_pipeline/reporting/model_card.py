@@ -289,7 +289,8 @@ def to_markdown(card: dict[str, Any]) -> str:
         f"Reference: {dr.get('reference')}; current: {dr.get('current')}. "
         f"Drifted feature columns: {dr.get('n_drifted')} of {dr.get('n_columns')} "
         f"(share {_fmt(dr.get('drift_share'))}); prediction drift: "
-        f"{_fmt(dr.get('prediction_drifted'))}; gate passed: {_fmt(dr.get('gate_passed'))}.",
+        f"{_fmt(dr.get('prediction_drifted'))}; gate passed: {_fmt(dr.get('gate_passed'))}."
+        + _drift_sample(dr),
         "",
     ]
     if dr["most_drifted_columns"]:
@@ -377,4 +378,15 @@ def sampling_note(n_rows: Any, sampling: dict[str, Any]) -> str:
     return (
         f"{note}. Permutation importance: {sampling['importance_rows']:,} rows x "
         f"{sampling['importance_repeats']} repeats."
+    )
+
+
+def _drift_sample(drift: dict[str, Any]) -> str:
+    """Above drift.max_rows a side, Evidently compared seeded samples: say how large."""
+    rows, total = drift.get("rows") or {}, drift.get("rows_sampled_from") or {}
+    if not rows or not total or rows == total:
+        return ""
+    return (
+        f" Compared on seeded samples: {rows['reference']:,} of {total['reference']:,} "
+        f"reference rows, {rows['current']:,} of {total['current']:,} current rows."
     )
