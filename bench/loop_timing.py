@@ -87,6 +87,7 @@ def ratio(name: str, dvc_time: float, base: float, target: float) -> None:
 
 
 def scratch_clone(workdir: Path) -> Path:
+    """``workdir/project``: a clone of HEAD's committed files, DVC analytics off."""
     project = workdir / "project"
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True

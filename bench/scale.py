@@ -39,23 +39,14 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loop_timing import scratch_clone  # noqa: E402
+
 MiB = 1024 * 1024
 # Raw Adult column -> largest move of a jittered copy (integers, clipped to the observed range).
 JITTER = {"age": 2, "hours-per-week": 3}
 FNLWGT_SPREAD = 0.05  # multiplicative, fnlwgt is a sampling weight
-
-
-def scratch_clone(workdir: Path, name: str) -> Path:
-    project = workdir / name
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(project)], check=True)
-    subprocess.run(["git", "checkout", "-q", head], cwd=project, check=True)
-    subprocess.run(
-        [str(BIN / "dvc"), "config", "--local", "core.analytics", "false"], cwd=project, check=True
-    )
-    return project
 
 
 def read_adult(path: Path) -> pd.DataFrame:
@@ -131,7 +122,7 @@ def run_stage(project: Path, stage: str) -> tuple[float, int]:
 
 
 def run_chain(workdir: Path, factor: int) -> tuple[int, dict[str, tuple[float, int]]]:
-    project = scratch_clone(workdir, f"x{factor}")
+    project = scratch_clone(workdir / f"x{factor}")
     start = time.perf_counter()
     name, rows = bring_dataset(project, factor)
     print(f"\n{factor}x: {rows:,} rows ({name}) written in {time.perf_counter() - start:.1f} s")

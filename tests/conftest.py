@@ -55,6 +55,29 @@ def composed_params() -> dict[str, Any]:
         return load_params(out)
 
 
+def gapminder_params() -> dict[str, Any]:
+    """Composed params with the Gapminder regression example as ``data`` (a copy to
+    edit), its schema from the fixture: a generated project has neither params.yaml
+    nor the example's conf; test_config holds the fixture equal to the example."""
+    import copy
+
+    params = copy.deepcopy(composed_params())
+    params["data"] = {
+        **params["data"],
+        "name": "gapminder",
+        "target": "lifeexp",
+        "task": "regression",
+        "drop": ["country", "iso_alpha", "iso_num"],
+        "labels": [],
+        "positive_label": None,
+        "label_map": {},
+        "rename": {},
+        "source": {"train": "data/raw/gapminder/gapminder.csv.gz", "test": None, "read": {}},
+        "schema": str(GAPMINDER / "conf/data/schema/gapminder.yaml"),
+    }
+    return params
+
+
 def shipped(name: str, schema: type[T]) -> T:
     """A params section exactly as the template ships it: the dataclasses carry no
     defaults, so tests that need a config start from conf/, never from a copy."""

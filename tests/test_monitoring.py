@@ -22,7 +22,7 @@ from tabular_pipeline.config import DataConfig, MonitorConfig, parse_section
 from tabular_pipeline.data import ingest
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.monitoring import dashboard, export, logs, quality, retrain
-from tests.conftest import FIXTURE, ROOT, composed_params, fixture_params
+from tests.conftest import FIXTURE, ROOT, composed_params, fixture_params, gapminder_params
 
 # What the running service exposes (checked against a live /metrics in
 # tests/test_serving_e2e.py): the model's metrics and BentoML's own.
@@ -522,20 +522,7 @@ def test_labelled_regression_batch_is_read_back_by_ingest_with_a_numeric_target(
     from tabular_pipeline.config import load_data_config
     from tests.conftest import GAPMINDER
 
-    params = copy.deepcopy(composed_params())
-    params["data"] = {
-        **params["data"],
-        "name": "gapminder",
-        "target": "lifeexp",
-        "task": "regression",
-        "drop": ["country", "iso_alpha", "iso_num"],
-        "labels": [],
-        "positive_label": None,
-        "label_map": {},
-        "rename": {},
-        "source": {"train": "data/raw/gapminder/gapminder.csv.gz", "test": None, "read": {}},
-        "schema": str(GAPMINDER / "conf/data/schema/gapminder.yaml"),
-    }
+    params = gapminder_params()
     cfg = load_data_config(params)
     train = ingest.normalize(ingest.read_table(GAPMINDER / cfg.source.train).head(200), cfg)
     features = train.drop(columns=[cfg.target]).head(20)

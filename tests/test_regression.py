@@ -25,7 +25,7 @@ from tabular_pipeline.models.modeling import fit_pipeline, task_model_cfg
 from tabular_pipeline.registry import gates
 from tabular_pipeline.serving.fast import FastPredictor
 from tabular_pipeline.serving.schema import build_field_specs, frame_to_rows
-from tests.conftest import GAPMINDER, ROOT, composed_params, shipped
+from tests.conftest import GAPMINDER, ROOT, gapminder_params, shipped
 
 
 # -- task inference and rules ---------------------------------------------------------
@@ -236,24 +236,9 @@ def test_torch_regressor_learns_and_is_deterministic() -> None:
 # -- fast path parity on the shipped example -------------------------------------------
 @pytest.fixture(scope="module")
 def gapminder() -> tuple[DataConfig, dict[str, pd.DataFrame]]:
-    import copy
-
     from tabular_pipeline.config import load_data_config
 
-    params = copy.deepcopy(composed_params())  # a generated project has no params.yaml
-    params["data"] = {
-        **params["data"],
-        "name": "gapminder",
-        "target": "lifeexp",
-        "task": "regression",
-        "drop": ["country", "iso_alpha", "iso_num"],
-        "labels": [],
-        "positive_label": None,
-        "label_map": {},
-        "rename": {},
-        "source": {"train": "data/raw/gapminder/gapminder.csv.gz", "test": None, "read": {}},
-        "schema": str(GAPMINDER / "conf/data/schema/gapminder.yaml"),
-    }
+    params = gapminder_params()
     cfg = load_data_config(params)
     frame = normalize(read_table(GAPMINDER / cfg.source.train), cfg)
     buffer = io.BytesIO()  # as split writes and train reads it
