@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
-
-import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +31,7 @@ from bench.serving import (  # noqa: E402
     free_port,
     load,
     pct,
+    request_rows,
     start,
     stop,
     wait_ready,
@@ -48,16 +44,7 @@ def main() -> None:
     parser.add_argument("--batch-repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from tabular_pipeline.serving.schema import FieldSpec, frame_to_rows
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    with tarfile.open(ROOT / params["package"]["out"]) as tar:
-        member = tar.extractfile("./src/serving.json")
-        assert member is not None
-        serving = json.loads(member.read())
-    specs = [FieldSpec.from_json(f) for f in serving["fields"]]
-    test = pd.read_parquet(ROOT / params["split"]["out_dir"] / "test.parquet")
-    rows = frame_to_rows(test.head(2000), specs)
+    params, _, rows = request_rows()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-explain-"))
     port = free_port()

@@ -32,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -86,6 +88,19 @@ def ratio(name: str, dvc_time: float, base: float, target: float) -> None:
     )
 
 
+@contextmanager
+def scratch_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temporary folder for scratch clones, removed afterwards unless ``keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield workdir
+    finally:
+        if keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def scratch_clone(workdir: Path) -> Path:
     """``workdir/project``: a clone of HEAD's committed files, DVC analytics off."""
     project = workdir / "project"
@@ -110,8 +125,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, load average {load:.1f} at start"
     )
-    workdir = Path(tempfile.mkdtemp(prefix="loop-timing-"))
-    try:
+    with scratch_dir("loop-timing-", args.keep) as workdir:
         project = scratch_clone(workdir)
         print(f"scratch clone of {ROOT} (HEAD, committed files only): {project}")
         stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
@@ -144,11 +158,6 @@ def main() -> None:
             1.3,
         )
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loop_timing import scratch_clone  # noqa: E402
+from bench.loop_timing import scratch_clone, scratch_dir  # noqa: E402
 
 MiB = 1024 * 1024
 # Raw Adult column -> largest move of a jittered copy (integers, clipped to the observed range).
@@ -183,20 +182,14 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start"
     )
-    workdir = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     runs: dict[int, tuple[int, dict[str, tuple[float, int]]]] = {}
-    try:
+    with scratch_dir("scale-bench-", args.keep) as workdir:
         for factor in sorted({1, *args.factor}):
             runs[factor] = run_chain(workdir, factor)
             if not args.keep:  # 100x outputs and their DVC cache take several GB
                 shutil.rmtree(workdir / f"x{factor}", ignore_errors=True)
         table(runs)
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,22 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def request_rows(limit: int = 2000) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """params.yaml, the built Bento's serving.json, and the first ``limit`` test rows
+    typed as a JSON request carries them (the schema the Bento itself ships)."""
+    sys.path.insert(0, str(ROOT))
+    from tabular_pipeline.serving.schema import FieldSpec, frame_to_rows
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    with tarfile.open(ROOT / params["package"]["out"]) as tar:
+        member = tar.extractfile("./src/serving.json")
+        assert member is not None
+        serving = json.loads(member.read())
+    specs = [FieldSpec.from_json(f) for f in serving["fields"]]
+    test = pd.read_parquet(ROOT / params["split"]["out_dir"] / "test.parquet")
+    return params, serving, frame_to_rows(test.head(limit), specs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -145,20 +161,7 @@ def main() -> None:
     parser.add_argument("--batch-repeats", type=int, default=10)
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT))
-    from tabular_pipeline.serving.schema import frame_to_rows
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    archive = ROOT / params["package"]["out"]
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile("./src/serving.json")
-        assert member is not None
-        serving = json.loads(member.read())
-    from tabular_pipeline.serving.schema import FieldSpec
-
-    specs = [FieldSpec.from_json(f) for f in serving["fields"]]
-    test = pd.read_parquet(ROOT / params["split"]["out_dir"] / "test.parquet")
-    rows = frame_to_rows(test.head(2000), specs)
+    params, serving, rows = request_rows()
     workers = int(params["serve"]["workers"])
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))

@@ -78,6 +78,19 @@ def gapminder_params() -> dict[str, Any]:
     return params
 
 
+# A toy Optuna search space (every kind of entry) and its objective, for the
+# tune tests: cheap trials with a known best.
+SPACE = {
+    "x": {"type": "float", "low": -2.0, "high": 2.0},
+    "n": {"type": "int", "low": 1, "high": 4},
+    "layers": {"type": "categorical", "choices": [[8], [8, 8]]},
+}
+
+
+def quadratic(values: dict[str, Any]) -> float:
+    return float((values["x"] - 0.5) ** 2 + values["n"] + len(values["layers"]))
+
+
 def shipped(name: str, schema: type[T]) -> T:
     """A params section exactly as the template ships it: the dataclasses carry no
     defaults, so tests that need a config start from conf/, never from a copy."""

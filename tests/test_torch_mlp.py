@@ -27,7 +27,7 @@ from tabular_pipeline.models.modeling import (
     uses_package_code,
 )
 from tabular_pipeline.models.torch_mlp import TorchMLPClassifier
-from tests.conftest import shipped
+from tests.conftest import SPACE, quadratic, shipped
 
 LAYOUT = shipped("train", TrainConfig).distributed
 
@@ -170,17 +170,6 @@ def test_pipeline_passes_eval_set_only_to_models_that_take_it(
 
 
 # -- tune ----------------------------------------------------------------------------------
-SPACE = {
-    "x": {"type": "float", "low": -2.0, "high": 2.0},
-    "n": {"type": "int", "low": 1, "high": 4},
-    "layers": {"type": "categorical", "choices": [[8], [8, 8]]},
-}
-
-
-def quadratic(values: dict) -> float:
-    return (values["x"] - 0.5) ** 2 + values["n"] + len(values["layers"])
-
-
 def test_study_is_reproducible_and_finds_the_best() -> None:
     seen: list[int] = []
     first = tune.run_study(quadratic, SPACE, 12, seed=3, on_trial=lambda n, v, s: seen.append(n))

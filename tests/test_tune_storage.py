@@ -18,17 +18,7 @@ from optuna.trial import TrialState
 from tabular_pipeline.config import TuneConfig, parse_section
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models import tune
-from tests.conftest import composed_params, ran_stages, run
-
-SPACE = {
-    "x": {"type": "float", "low": -2.0, "high": 2.0},
-    "n": {"type": "int", "low": 1, "high": 4},
-    "layers": {"type": "categorical", "choices": [[8], [8, 8]]},
-}
-
-
-def quadratic(values: dict) -> float:
-    return (values["x"] - 0.5) ** 2 + values["n"] + len(values["layers"])
+from tests.conftest import SPACE, composed_params, quadratic, ran_stages, run
 
 
 def slow_quadratic(values: dict) -> float:
