@@ -1,0 +1,538 @@
+"""Run a stage in a process forked from a warm one: DVC's per-stage imports, paid once.
+
+DVC runs every stage as a new process, and a stage spends 3-5 s importing
+pandas, scikit-learn, MLflow, Great Expectations or Evidently before its first
+line of work: a one-parameter ``dvc exp run`` paid that seven times (issue 17).
+``dvc.yaml`` therefore runs each stage as::
+
+    python -m tabular_pipeline.warm stages.<name>
+
+which behaves exactly like ``python -m stages.<name>`` (same argv, cwd,
+environment, stdin/stdout/stderr, exit status, signals), but the stage runs in
+a child forked from a *server* that has already imported every third-party
+module the project's code imports. The pattern is a preloader (Rails' spring,
+Gradle's daemon); its known traps and how this one avoids them:
+
+- **Stale code.** Only third-party modules are preloaded; every project module
+  (``stages``, ``tabular_pipeline``, anything outside the environment's
+  site-packages and stdlib) is dropped in the child and imported fresh from
+  the stage's working directory. The server's socket name is a hash of the
+  interpreter, the modification times of its ``sys.path`` folders (an install
+  or upgrade changes them) and the environment, so a changed environment or
+  variable gets a new server; a server exits when its folders change.
+- **Fork after threads.** The server only imports, never computes, so no
+  OpenMP or torch pool exists when it forks; numpy's and scipy's OpenBLAS and
+  pyarrow's jemalloc threads have their own fork handlers. A server whose
+  imports started a Python thread refuses to serve.
+- **Hash seed.** The server runs with ``PYTHONHASHSEED=0`` (the ``drift``
+  stage needs it); a stage asking for any other fixed seed runs cold.
+- **Lifetime.** A client that finds no server starts one in the background
+  and runs its own stage cold meanwhile, so nothing ever waits for a warm-up.
+  A server exits after ``TABULAR_WARM_IDLE`` seconds (default 600) without a
+  stage. If the client dies, its stage is terminated.
+- **Off switch.** ``TABULAR_WARM=0`` runs every stage cold, as does ``CI``
+  being set (a CI job is one cold run anyway, and measures memory per
+  process), any platform but Linux, and any failure to reach a server before
+  the stage has started. What it changes: the stage is not a child of DVC,
+  so per-process-tree accounting (``bench/scale.py``'s peak RSS, ``ulimit``
+  set after the server started, cgroups of a batch scheduler) does not see
+  it; use ``TABULAR_WARM=0`` there.
+
+``python -m tabular_pipeline.warm --status`` lists running servers and
+``--stop`` stops them.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_SWITCH = "TABULAR_WARM"
+ENV_IDLE = "TABULAR_WARM_IDLE"
+DEFAULT_IDLE_SECONDS = 600.0
+HASH_SEED = "0"
+# Set per run by DVC or the shell; a server serves them all.
+VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PYTHONHASHSEED")
+VOLATILE_PREFIXES = ("DVC_",)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+MAX_MESSAGE = 1 << 20
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def enabled(env: Mapping[str, str], platform: str = sys.platform) -> bool:
+    """On by default on Linux, off under CI or ``TABULAR_WARM=0``."""
+    switch = env.get(ENV_SWITCH, "").strip().lower()
+    if switch in ("0", "false", "no", "off"):
+        return False
+    if not platform.startswith("linux"):
+        return False
+    if switch in ("1", "true", "yes", "on"):
+        return True
+    return env.get("CI", "").strip().lower() in ("", "0", "false")
+
+
+def servable(env: Mapping[str, str]) -> bool:
+    """A warm server hashes with seed 0: a stage asking for another fixed seed runs cold."""
+    return env.get("PYTHONHASHSEED", HASH_SEED) == HASH_SEED
+
+
+def volatile(name: str) -> bool:
+    """Variables DVC or the shell set per run: every server serves them all."""
+    return name in VOLATILE_ENV or name.startswith(VOLATILE_PREFIXES)
+
+
+def server_key(executable: str, path_entries: Iterable[str], env: Mapping[str, str]) -> str:
+    """What a server's preloaded state depends on: interpreter, installed files, environment."""
+    digest = hashlib.sha256(os.path.realpath(executable).encode())
+    for entry in path_entries:
+        try:
+            stamp = os.stat(entry).st_mtime_ns if entry else 0
+        except OSError:
+            stamp = -1
+        digest.update(f"\0{entry}\0{stamp}".encode())
+    stable = {
+        k: v
+        for k, v in env.items()
+        if k not in VOLATILE_ENV and not k.startswith(VOLATILE_PREFIXES)
+    }
+    digest.update(json.dumps(stable, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def runtime_dir(env: Mapping[str, str]) -> Path:
+    """A per-user folder for sockets, locks and server logs (short: sockets cap at 107 bytes)."""
+    base = env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"tabular-warm-{os.getuid()}"
+
+
+def exit_status(status: int) -> tuple[str, int]:
+    """A wait status as ("exit", code) or ("signal", number)."""
+    if os.WIFSIGNALED(status):
+        return "signal", os.WTERMSIG(status)
+    return "exit", os.waitstatus_to_exitcode(status)
+
+
+def system_exit_code(exc: SystemExit) -> int:
+    """What the interpreter would exit with for ``exc`` (printing a message code as it does)."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def preload_modules(
+    project: Path, packages: Iterable[str] = ("stages", "tabular_pipeline")
+) -> list[str]:
+    """Third-party modules the project's code imports (sorted), read from its source."""
+    from tabular_pipeline.imports import PROJECT_PACKAGES, imports_of
+
+    own = set(PROJECT_PACKAGES) | set(packages)
+    found: set[str] = set()
+    for package in packages:
+        for path in sorted((project / package).rglob("*.py")):
+            for module, names in imports_of(project, path.relative_to(project)):
+                top = module.split(".")[0]
+                if not top or top in own or top in sys.stdlib_module_names or top == "__future__":
+                    continue
+                found.add(module)
+                found.update(f"{module}.{name}" for name in names if name != "*")
+    return sorted(found)
+
+
+def project_module(module: Any, keep: tuple[str, ...]) -> bool:
+    """True for a module loaded from outside the environment (the project's own code)."""
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        return False
+    return not os.path.realpath(file).startswith(keep)
+
+
+# --------------------------------------------------------------------------- client
+
+
+def _run_cold(module: str, args: list[str]) -> None:
+    import runpy
+
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _spawn_server(folder: Path, key: str, env: dict[str, str]) -> None:
+    """Start a server in the background unless one holds the key's lock (running or warming)."""
+    import fcntl
+    import subprocess
+
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+        return  # somebody else's folder: never trust its sockets
+    with open(folder / f"{key}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    with open(folder / f"{key}.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "tabular_pipeline.warm", "--serve", key],
+            env=env | {"PYTHONHASHSEED": HASH_SEED},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _reraise_status(kind: str, number: int) -> None:
+    if kind == "signal":
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        sys.exit(128 + number)
+    sys.exit(number)
+
+
+def client(module: str, args: list[str]) -> None:
+    """Run ``module`` as ``__main__`` with ``args``: forked from a warm server when possible."""
+    env = dict(os.environ)
+    if not (enabled(env) and servable(env)):
+        _run_cold(module, args)
+        return
+    key = server_key(sys.executable, sys.path[1:], env)
+    folder = runtime_dir(env)
+    sock = _connect(folder / f"{key}.sock")
+    if sock is None:
+        _spawn_server(folder, key, env)
+        _run_cold(module, args)
+        return
+    request = {"module": module, "args": args, "cwd": os.getcwd(), "env": env}
+    pid = 0
+    with sock:
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
+            reply = sock.recv(64).decode().split()
+            pid = int(reply[1]) if reply[:1] == ["pid"] else 0
+        except (OSError, ValueError, IndexError):
+            pid = 0
+        if not pid:  # nothing ran: the server was going away
+            _run_cold(module, args)
+            return
+
+        def forward(number: int, _frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+        for number in FORWARDED_SIGNALS:
+            signal.signal(number, forward)
+        while True:
+            try:
+                reply = sock.recv(64).decode().split()
+                break
+            except InterruptedError:
+                continue
+    if len(reply) != 2 or reply[0] not in ("exit", "signal"):
+        sys.stderr.write(
+            f"ERROR warm: lost the stage process {pid} ({module}); rerun with TABULAR_WARM=0\n"
+        )
+        sys.exit(1)
+    _reraise_status(reply[0], int(reply[1]))
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _environment_roots() -> tuple[str, ...]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {sys.base_prefix + os.sep, sys.prefix + os.sep}
+    return tuple(sorted(os.path.realpath(r) for r in roots))
+
+
+def _path_stamps(entries: Iterable[str]) -> list[int]:
+    stamps = []
+    for entry in entries:
+        try:
+            stamps.append(os.stat(entry).st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    return stamps
+
+
+def _preload(project: Path, log: Any) -> None:
+    import importlib
+    import time
+
+    start = time.perf_counter()
+    loaded = 0
+    for name in preload_modules(project):
+        try:
+            importlib.import_module(name)
+            loaded += 1
+        except Exception:
+            continue
+    log(f"preloaded {loaded} modules in {time.perf_counter() - start:.1f} s")
+
+
+def _child(request: dict[str, Any], fds: list[int], keep: tuple[str, ...]) -> int:
+    """Become ``python -m <module> <args>`` in the client's cwd, env and stdio; return its code."""
+    import atexit
+    import importlib
+    import io
+    import threading
+    import traceback
+
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    # New stream objects over the client's descriptors (a tty gets line buffering,
+    # as at interpreter start); they live as long as the child, like sys.stdout.
+    sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False), encoding=sys.stdin.encoding)  # noqa: SIM115
+    sys.stdout = io.TextIOWrapper(
+        open(1, "wb", closefd=False),  # noqa: SIM115
+        encoding=sys.stdout.encoding,
+        line_buffering=os.isatty(1),
+    )
+    sys.stderr = io.TextIOWrapper(
+        open(2, "wb", closefd=False),  # noqa: SIM115
+        encoding=sys.stderr.encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+    for number in (*FORWARDED_SIGNALS, signal.SIGCHLD):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in [n for n, m in sys.modules.items() if project_module(m, keep)]:
+        del sys.modules[name]
+    sys.path[0] = request["cwd"]
+    importlib.invalidate_caches()
+    code = 0
+    try:
+        _run_cold(request["module"], list(request["args"]))
+    except SystemExit as exc:
+        code = system_exit_code(exc)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined] # join non-daemon threads, as exit does
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    return code
+
+
+def serve(key: str, idle_seconds: float) -> None:
+    """Preload, then fork one child per request until idle (see the module docstring)."""
+    import fcntl
+    import gc
+    import selectors
+    import threading
+    import time
+
+    folder = runtime_dir(os.environ)
+    lock = open(folder / f"{key}.lock", "a")  # noqa: SIM115 - held for the server's lifetime
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return  # another server has this key
+
+    def log(message: str) -> None:
+        sys.stderr.write(f"{time.strftime('%H:%M:%S')} warm[{os.getpid()}] {message}\n")
+        sys.stderr.flush()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `--stop`: clean up the socket
+    entries = list(sys.path[1:])
+    stamps = _path_stamps(entries)
+    _preload(Path.cwd(), log)
+    os.chdir("/")  # the cwd may be a temporary experiment folder; children chdir anyway
+    if threading.active_count() > 1:
+        log("an import started a Python thread: forking it is unsafe, not serving")
+        return
+    keep = _environment_roots()
+    for name in [n for n, m in sys.modules.items() if project_module(m, keep)]:
+        del sys.modules[name]
+    gc.collect()
+    gc.freeze()  # keep the children's copy-on-write pages shared
+
+    path = folder / f"{key}.sock"
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(path))
+    listener.listen(16)
+    os.chmod(path, 0o600)
+    bound = path.stat().st_ino
+    log(f"serving on {path}")
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    running: dict[int, socket.socket] = {}
+    last_active = time.monotonic()
+
+    def stale() -> bool:
+        return _path_stamps(entries) != stamps or not path.exists()
+
+    try:
+        while True:
+            for item, _ in selector.select(timeout=1.0):
+                if item.fileobj is listener:
+                    conn, _addr = listener.accept()
+                    pid = _start(conn, listener, running, keep, log)
+                    if pid:
+                        running[pid] = conn
+                        selector.register(conn, selectors.EVENT_READ, pid)
+                    else:
+                        conn.close()
+                else:  # the client hung up before its stage ended: end the stage too
+                    conn = item.fileobj  # type: ignore[assignment]
+                    selector.unregister(conn)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(item.data, signal.SIGTERM)
+            while running:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                conn = running.pop(pid)
+                kind, number = exit_status(status)
+                with contextlib.suppress(KeyError, ValueError):
+                    selector.unregister(conn)
+                with contextlib.suppress(OSError):
+                    conn.send(f"{kind} {number}".encode())
+                conn.close()
+                last_active = time.monotonic()
+            if running:
+                continue
+            if time.monotonic() - last_active > idle_seconds:
+                log(f"idle for {idle_seconds:.0f} s, exiting")
+                break
+            if stale():
+                log("the environment changed (install or socket removed), exiting")
+                break
+    finally:
+        if path.exists() and path.stat().st_ino == bound:  # not a successor's socket
+            path.unlink()
+        listener.close()
+
+
+def _start(
+    conn: socket.socket,
+    listener: socket.socket,
+    running: dict[int, socket.socket],
+    keep: tuple[str, ...],
+    log: Any,
+) -> int:
+    """Fork a child for one request; 0 if the request was refused."""
+    try:
+        uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, array.array("i").itemsize * 3)
+        peer_uid = array.array("i", uid)[1]
+        payload, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, 3)
+        request = json.loads(payload)
+    except (OSError, ValueError) as exc:
+        log(f"bad request: {exc}")
+        return 0
+    if peer_uid != os.getuid() or len(fds) != 3:
+        log(f"refused a request from uid {peer_uid} with {len(fds)} descriptors")
+        for fd in fds:
+            os.close(fd)
+        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            listener.close()
+            for other in running.values():
+                other.close()
+            conn.close()
+            code = _child(request, fds, keep)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            if code < 0:  # die of the signal, as an unhandled KeyboardInterrupt does
+                signal.signal(-code, signal.SIG_DFL)
+                os.kill(os.getpid(), -code)
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    try:
+        conn.send(f"pid {pid}".encode())
+    except OSError:
+        os.kill(pid, signal.SIGTERM)
+    return pid
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _servers() -> list[tuple[Path, int | None]]:
+    folder = runtime_dir(os.environ)
+    found: list[tuple[Path, int | None]] = []
+    for sock in sorted(folder.glob("*.sock")) if folder.is_dir() else []:
+        conn = _connect(sock)
+        if conn is None:
+            found.append((sock, None))
+            continue
+        pid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, array.array("i").itemsize * 3)
+        conn.close()
+        found.append((sock, array.array("i", pid)[0]))
+    return found
+
+
+def main(argv: list[str]) -> None:
+    """``<module> [args]`` runs a stage; ``--serve KEY``/``--status``/``--stop``: servers."""
+    if argv[:1] == ["--serve"] and len(argv) == 2:
+        idle = float(os.environ.get(ENV_IDLE, DEFAULT_IDLE_SECONDS))
+        serve(argv[1], idle)
+        return
+    if argv[:1] in (["--status"], ["--stop"]):
+        for sock, pid in _servers():
+            if pid is None:
+                sys.stdout.write(f"{sock}: not answering\n")
+                continue
+            if argv[0] == "--stop":
+                os.kill(pid, signal.SIGTERM)
+            sys.stdout.write(f"{sock}: pid {pid}{' stopped' if argv[0] == '--stop' else ''}\n")
+        return
+    if not argv or argv[0].startswith("-"):
+        sys.exit("usage: python -m tabular_pipeline.warm <module> [args...] | --status | --stop")
+    client(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
