@@ -105,7 +105,9 @@ def bring_dataset(project: Path, factor: int) -> tuple[str, int]:
 
 def run_stage(project: Path, stage: str) -> tuple[float, int]:
     """Wall seconds and peak RSS in bytes of ``dvc repro --single-item stage`` and its children."""
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # Cold stages: a stage forked by the warm runner's server is not a child of
+    # dvc, so wait4 would not see its memory (tabular_pipeline/warm.py).
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TABULAR_WARM": "0"}
     log = project / "scale-bench.log"
     start = time.perf_counter()
     with log.open("a") as out:

@@ -55,7 +55,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ENV_SWITCH = "TABULAR_WARM"
 ENV_IDLE = "TABULAR_WARM_IDLE"
@@ -154,12 +154,63 @@ def preload_modules(
     return sorted(found)
 
 
+def environment_roots() -> tuple[str, ...]:
+    """Where the interpreter and its installed packages live (a venv's and its base's prefix)."""
+    return tuple(sorted({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix)}))
+
+
+def environment_entries(entries: Iterable[str], roots: tuple[str, ...]) -> list[str]:
+    """The ``sys.path`` folders inside the environment: an install changes their mtime.
+
+    Others (``PYTHONPATH``, the project) are left out: their modules are never
+    preloaded, and their mtime changes whenever a stage writes a file there.
+    """
+    return [e for e in entries if e and os.path.realpath(e).startswith(roots)]
+
+
 def project_module(module: Any, keep: tuple[str, ...]) -> bool:
     """True for a module loaded from outside the environment (the project's own code)."""
     file = getattr(module, "__file__", None)
     if not isinstance(file, str):
         return False
     return not os.path.realpath(file).startswith(keep)
+
+
+def process_state() -> dict[str, Any]:
+    """What a process inherits besides cwd, env and stdio: the child takes the client's."""
+    import resource
+
+    umask = os.umask(0)
+    os.umask(umask)
+    limits = {
+        name: resource.getrlimit(getattr(resource, name))
+        for name in dir(resource)
+        if name.startswith("RLIMIT_")
+    }
+    ignored = [int(n) for n in FORWARDED_SIGNALS if signal.getsignal(n) is signal.SIG_IGN]
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    return {"umask": umask, "limits": limits, "ignored": ignored, "nice": nice}
+
+
+def adopt_state(state: Mapping[str, Any]) -> list[str]:
+    """Take the client's umask, limits, niceness and ignored signals; what could not be taken."""
+    import resource
+
+    problems = []
+    os.umask(int(state["umask"]))
+    for name, (soft, hard) in state["limits"].items():
+        try:
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        except (ValueError, OSError, AttributeError) as exc:  # above the server's hard limit
+            problems.append(f"{name}={soft}/{hard}: {exc}")
+    delta = int(state["nice"]) - os.getpriority(os.PRIO_PROCESS, 0)
+    if delta > 0:
+        os.nice(delta)
+    elif delta < 0:
+        problems.append(f"nice {state['nice']}: a server cannot raise its children's priority")
+    for number in state["ignored"]:
+        signal.signal(number, signal.SIG_IGN)
+    return problems
 
 
 # --------------------------------------------------------------------------- client
@@ -222,14 +273,15 @@ def client(module: str, args: list[str]) -> None:
     if not (enabled(env) and servable(env)):
         _run_cold(module, args)
         return
-    key = server_key(sys.executable, sys.path[1:], env)
+    entries = environment_entries(sys.path[1:], environment_roots())
+    key = server_key(sys.executable, entries, env)
     folder = runtime_dir(env)
     sock = _connect(folder / f"{key}.sock")
     if sock is None:
         _spawn_server(folder, key, env)
         _run_cold(module, args)
         return
-    request = {"module": module, "args": args, "cwd": os.getcwd(), "env": env}
+    request = {"module": module, "args": args, "cwd": os.getcwd(), "env": env, **process_state()}
     pid = 0
     with sock:
         try:
@@ -247,7 +299,8 @@ def client(module: str, args: list[str]) -> None:
                 os.kill(pid, number)
 
         for number in FORWARDED_SIGNALS:
-            signal.signal(number, forward)
+            if signal.getsignal(number) is not signal.SIG_IGN:  # `nohup` stays in force
+                signal.signal(number, forward)
         while True:
             try:
                 reply = sock.recv(64).decode().split()
@@ -263,15 +316,6 @@ def client(module: str, args: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------- server
-
-
-def _environment_roots() -> tuple[str, ...]:
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    roots |= {sys.base_prefix + os.sep, sys.prefix + os.sep}
-    return tuple(sorted(os.path.realpath(r) for r in roots))
 
 
 def _path_stamps(entries: Iterable[str]) -> list[int]:
@@ -327,9 +371,12 @@ def _child(request: dict[str, Any], fds: list[int], keep: tuple[str, ...]) -> in
         errors="backslashreplace",
         line_buffering=True,
     )
+    signal.set_wakeup_fd(-1)
     for number in (*FORWARDED_SIGNALS, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for problem in adopt_state(request):
+        sys.stderr.write(f"WARNING warm: the stage runs without the caller's {problem}\n")
     for name in [n for n, m in sys.modules.items() if project_module(m, keep)]:
         del sys.modules[name]
     sys.path[0] = request["cwd"]
@@ -367,20 +414,23 @@ def serve(key: str, idle_seconds: float) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return  # another server has this key
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")  # `--stop` finds a server that is still preloading
+    lock.flush()
 
     def log(message: str) -> None:
         sys.stderr.write(f"{time.strftime('%H:%M:%S')} warm[{os.getpid()}] {message}\n")
         sys.stderr.flush()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `--stop`: clean up the socket
-    entries = list(sys.path[1:])
+    entries = environment_entries(sys.path[1:], environment_roots())
     stamps = _path_stamps(entries)
     _preload(Path.cwd(), log)
     os.chdir("/")  # the cwd may be a temporary experiment folder; children chdir anyway
     if threading.active_count() > 1:
         log("an import started a Python thread: forking it is unsafe, not serving")
         return
-    keep = _environment_roots()
+    keep = environment_roots()
     for name in [n for n, m in sys.modules.items() if project_module(m, keep)]:
         del sys.modules[name]
     gc.collect()
@@ -396,7 +446,14 @@ def serve(key: str, idle_seconds: float) -> None:
     log(f"serving on {path}")
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
-    running: dict[int, socket.socket] = {}
+    # A child's exit wakes the loop at once (its client is waiting on the status).
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector.register(wake_read, selectors.EVENT_READ)
+    running: dict[int, Running] = {}
     last_active = time.monotonic()
 
     def stale() -> bool:
@@ -405,11 +462,15 @@ def serve(key: str, idle_seconds: float) -> None:
     try:
         while True:
             for item, _ in selector.select(timeout=1.0):
-                if item.fileobj is listener:
+                if item.fileobj is wake_read:
+                    with contextlib.suppress(BlockingIOError):
+                        wake_read.recv(4096)
+                elif item.fileobj is listener:
                     conn, _addr = listener.accept()
-                    pid = _start(conn, listener, running, keep, log)
-                    if pid:
-                        running[pid] = conn
+                    started = _start(conn, listener, running, keep, log)
+                    if started:
+                        pid, module = started
+                        running[pid] = Running(conn, module, time.monotonic())
                         selector.register(conn, selectors.EVENT_READ, pid)
                     else:
                         conn.close()
@@ -425,8 +486,11 @@ def serve(key: str, idle_seconds: float) -> None:
                     break
                 if pid == 0:
                     break
-                conn = running.pop(pid)
+                done = running.pop(pid)
+                conn = done.conn
                 kind, number = exit_status(status)
+                took = time.monotonic() - done.start
+                log(f"{done.module} (pid {pid}): {kind} {number} after {took:.1f} s")
                 with contextlib.suppress(KeyError, ValueError):
                     selector.unregister(conn)
                 with contextlib.suppress(OSError):
@@ -447,27 +511,35 @@ def serve(key: str, idle_seconds: float) -> None:
         listener.close()
 
 
+class Running(NamedTuple):
+    conn: socket.socket
+    module: str
+    start: float
+
+
 def _start(
     conn: socket.socket,
     listener: socket.socket,
-    running: dict[int, socket.socket],
+    running: dict[int, Running],
     keep: tuple[str, ...],
     log: Any,
-) -> int:
-    """Fork a child for one request; 0 if the request was refused."""
+) -> tuple[int, str] | None:
+    """Fork a child for one request: (pid, module), or None if the request was refused."""
     try:
         uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, array.array("i").itemsize * 3)
         peer_uid = array.array("i", uid)[1]
         payload, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, 3)
+        if not payload:
+            return None  # `--status` connects only to see who answers
         request = json.loads(payload)
     except (OSError, ValueError) as exc:
         log(f"bad request: {exc}")
-        return 0
+        return None
     if peer_uid != os.getuid() or len(fds) != 3:
         log(f"refused a request from uid {peer_uid} with {len(fds)} descriptors")
         for fd in fds:
             os.close(fd)
-        return 0
+        return None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -476,7 +548,7 @@ def _start(
         try:
             listener.close()
             for other in running.values():
-                other.close()
+                other.conn.close()
             conn.close()
             code = _child(request, fds, keep)
         except BaseException:
@@ -494,23 +566,27 @@ def _start(
         conn.send(f"pid {pid}".encode())
     except OSError:
         os.kill(pid, signal.SIGTERM)
-    return pid
+    return pid, str(request["module"])
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def _servers() -> list[tuple[Path, int | None]]:
+def _servers() -> list[tuple[str, int, bool]]:
+    """(key, pid, serving yet) of every live server: whoever holds a key's lock."""
+    import fcntl
+
     folder = runtime_dir(os.environ)
-    found: list[tuple[Path, int | None]] = []
-    for sock in sorted(folder.glob("*.sock")) if folder.is_dir() else []:
-        conn = _connect(sock)
-        if conn is None:
-            found.append((sock, None))
-            continue
-        pid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, array.array("i").itemsize * 3)
-        conn.close()
-        found.append((sock, array.array("i", pid)[0]))
+    found = []
+    for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
+        with path.open() as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # held: a server is running
+                text = lock.read().strip()
+                if text.isdigit():
+                    serving = path.with_suffix(".sock").exists()
+                    found.append((path.stem, int(text), serving))
     return found
 
 
@@ -521,13 +597,12 @@ def main(argv: list[str]) -> None:
         serve(argv[1], idle)
         return
     if argv[:1] in (["--status"], ["--stop"]):
-        for sock, pid in _servers():
-            if pid is None:
-                sys.stdout.write(f"{sock}: not answering\n")
-                continue
+        for key, pid, serving in _servers():
+            state = "serving" if serving else "preloading"
             if argv[0] == "--stop":
                 os.kill(pid, signal.SIGTERM)
-            sys.stdout.write(f"{sock}: pid {pid}{' stopped' if argv[0] == '--stop' else ''}\n")
+                state = "stopped"
+            sys.stdout.write(f"{key}: pid {pid} {state}\n")
         return
     if not argv or argv[0].startswith("-"):
         sys.exit("usage: python -m tabular_pipeline.warm <module> [args...] | --status | --stop")

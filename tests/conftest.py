@@ -132,6 +132,9 @@ def run(
     """Run a CLI in the project copy with the test environment's tools first on PATH."""
     base = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     base.pop("MLFLOW_TRACKING_URI", None)  # tests use the project's own store unless told
+    # Stages run cold unless a test asks for the warm runner (tests/test_warm.py,
+    # the fresh-clone repro): no preloading servers competing for the cores.
+    base["TABULAR_WARM"] = "0"
     env = base | (env or {})
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

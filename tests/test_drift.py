@@ -164,4 +164,4 @@ def test_random_hash_seed_is_refused_and_dvc_pins_it() -> None:
     with pytest.raises(PipelineError, match=r"drift needs PYTHONHASHSEED=0"):
         drift.check_hash_seed(hash_randomization=1)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["drift"]["cmd"] == "PYTHONHASHSEED=0 python -m stages.drift"
+    assert stages["drift"]["cmd"] == "PYTHONHASHSEED=0 python -m tabular_pipeline.warm stages.drift"

@@ -48,7 +48,7 @@ def test_damaged_raw_file_gives_one_line_and_keeps_the_lock(project: Path, dvc) 
         out = dvc("repro", check=False)
         log = out.stdout + out.stderr
         assert out.returncode != 0, log[-3000:]  # DVC's own code is 255
-        assert "python -m stages.ingest, exited with 1" in log, log[-3000:]
+        assert "python -m tabular_pipeline.warm stages.ingest, exited with 1" in log, log[-3000:]
         assert ran_stages(out.stdout) == ["ingest"]  # fails fast, nothing else runs
         assert "Traceback" not in log, log[-3000:]
         ours = [line for line in log.splitlines() if " ERROR tabular_pipeline: " in line]

@@ -180,7 +180,9 @@ def test_sigkill_of_train_then_repro_recovers_identical_outputs(project: Path) -
         # the python process itself (not the shell DVC starts it from), and only
         # this project's: other pipelines may be training on the same machine
         ps = subprocess.run(
-            ["pgrep", "-f", "^python -m stages.train"], capture_output=True, text=True
+            ["pgrep", "-f", "^python -m tabular_pipeline.warm stages.train"],
+            capture_output=True,
+            text=True,
         )
         mine = [int(p) for p in ps.stdout.split() if _cwd(int(p)) == project.resolve()]
         victim = mine[0] if mine else None
@@ -248,7 +250,8 @@ def test_disk_full_fails_the_stage_clearly_and_keeps_dvc_lock(project: Path) -> 
     pipeline = project / "dvc.yaml"
     pipeline.write_text(
         pipeline.read_text().replace(
-            "cmd: python -m stages.train", "cmd: prlimit --fsize=100000 python -m stages.train"
+            "cmd: python -m tabular_pipeline.warm stages.train",
+            "cmd: prlimit --fsize=100000 python -m tabular_pipeline.warm stages.train",
         )
     )
     out = run(["dvc", "repro", "-s", "train"], project, check=False)
