@@ -170,4 +170,5 @@ lock:
 	rm -rf .lockenv
 
 clean:
+	-test -x $(BIN)/python && $(BIN)/python -m tabular_pipeline.warm --stop
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

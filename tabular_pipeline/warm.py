@@ -71,6 +71,10 @@ MAX_MESSAGE = 1 << 20
 # --------------------------------------------------------------------------- pure parts
 
 
+def idle_seconds() -> float:
+    return float(os.environ.get(ENV_IDLE, DEFAULT_IDLE_SECONDS))
+
+
 def enabled(env: Mapping[str, str], platform: str = sys.platform) -> bool:
     """On by default on Linux, off under CI or ``TABULAR_WARM=0``."""
     switch = env.get(ENV_SWITCH, "").strip().lower()
@@ -231,6 +235,8 @@ def _spawn_server(folder: Path, key: str, env: dict[str, str]) -> None:
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
         return  # somebody else's folder: never trust its sockets
+    if failed_recently(folder, key, idle_seconds()):
+        return  # its log says why; retried after the idle time, or after an install
     with open(folder / f"{key}.lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,10 +255,42 @@ def _spawn_server(folder: Path, key: str, env: dict[str, str]) -> None:
         )
 
 
+def socket_address(path: Path) -> str:
+    """``path``, or the same file through ``/proc/self/fd`` when it is too long for AF_UNIX.
+
+    Socket addresses are capped at 107 bytes; pytest's and DVC's temporary
+    folders can be longer. The directory stays open for the process's life.
+    """
+    if len(os.fsencode(path)) < 100:
+        return str(path)
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{path.name}"
+
+
+def failed_recently(folder: Path, key: str, within: float) -> bool:
+    """A server for ``key`` failed to start less than ``within`` seconds ago: do not retry yet."""
+    import time
+
+    try:
+        return time.time() - (folder / f"{key}.failed").stat().st_mtime < within
+    except OSError:
+        return False
+
+
+def _peer(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, array.array("i").itemsize * 3)
+    pid, uid, _gid = array.array("i", creds)
+    return pid, uid
+
+
 def _connect(path: Path) -> socket.socket | None:
+    """A connection to our own server at ``path``, or None (then the stage runs cold)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        sock.connect(str(path))
+        sock.connect(socket_address(path))
+        if _peer(sock)[1] != os.getuid():  # never hand our env and stdio to another user
+            raise PermissionError(path)
     except OSError:
         sock.close()
         return None
@@ -278,7 +316,8 @@ def client(module: str, args: list[str]) -> None:
     folder = runtime_dir(env)
     sock = _connect(folder / f"{key}.sock")
     if sock is None:
-        _spawn_server(folder, key, env)
+        with contextlib.suppress(OSError):  # e.g. no writable runtime folder: just run cold
+            _spawn_server(folder, key, env)
         _run_cold(module, args)
         return
     request = {"module": module, "args": args, "cwd": os.getcwd(), "env": env, **process_state()}
@@ -428,8 +467,7 @@ def serve(key: str, idle_seconds: float) -> None:
     _preload(Path.cwd(), log)
     os.chdir("/")  # the cwd may be a temporary experiment folder; children chdir anyway
     if threading.active_count() > 1:
-        log("an import started a Python thread: forking it is unsafe, not serving")
-        return
+        raise RuntimeError("an import started a Python thread: forking it is unsafe, not serving")
     keep = environment_roots()
     for name in [n for n, m in sys.modules.items() if project_module(m, keep)]:
         del sys.modules[name]
@@ -439,10 +477,11 @@ def serve(key: str, idle_seconds: float) -> None:
     path = folder / f"{key}.sock"
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(str(path))
+    listener.bind(socket_address(path))
     listener.listen(16)
     os.chmod(path, 0o600)
     bound = path.stat().st_ino
+    (folder / f"{key}.failed").unlink(missing_ok=True)
     log(f"serving on {path}")
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
@@ -526,8 +565,7 @@ def _start(
 ) -> tuple[int, str] | None:
     """Fork a child for one request: (pid, module), or None if the request was refused."""
     try:
-        uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, array.array("i").itemsize * 3)
-        peer_uid = array.array("i", uid)[1]
+        peer_uid = _peer(conn)[1]
         payload, fds, _flags, _addr = socket.recv_fds(conn, MAX_MESSAGE, 3)
         if not payload:
             return None  # `--status` connects only to see who answers
@@ -593,8 +631,13 @@ def _servers() -> list[tuple[str, int, bool]]:
 def main(argv: list[str]) -> None:
     """``<module> [args]`` runs a stage; ``--serve KEY``/``--status``/``--stop``: servers."""
     if argv[:1] == ["--serve"] and len(argv) == 2:
-        idle = float(os.environ.get(ENV_IDLE, DEFAULT_IDLE_SECONDS))
-        serve(argv[1], idle)
+        try:
+            serve(argv[1], idle_seconds())
+        except Exception:
+            # Clients run cold meanwhile; the marker stops each of them from
+            # starting (and paying for) another server that fails the same way.
+            (runtime_dir(os.environ) / f"{argv[1]}.failed").touch()
+            raise
         return
     if argv[:1] in (["--status"], ["--stop"]):
         for key, pid, serving in _servers():

@@ -21,6 +21,11 @@ from tabular_pipeline.config import DataConfig, load_data_config, load_params, p
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Every stage a test starts runs cold unless the test asks for the warm runner
+# (tests/test_warm.py, the fresh-clone repro in tests/test_e2e.py): no
+# preloading servers competing for the two cores, and per-process-tree checks
+# (prlimit, pgrep, peak RSS) see the stage itself.
+os.environ["TABULAR_WARM"] = "0"
 # A small committed Adult sample laid out like a project (data, data config,
 # schema): the tests never read data/raw/adult or conf/data/adult.yaml, so a
 # project started from the template (which has neither) keeps its test suite.
@@ -132,9 +137,6 @@ def run(
     """Run a CLI in the project copy with the test environment's tools first on PATH."""
     base = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     base.pop("MLFLOW_TRACKING_URI", None)  # tests use the project's own store unless told
-    # Stages run cold unless a test asks for the warm runner (tests/test_warm.py,
-    # the fresh-clone repro): no preloading servers competing for the cores.
-    base["TABULAR_WARM"] = "0"
     env = base | (env or {})
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

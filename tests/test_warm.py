@@ -450,3 +450,53 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+def test_a_runtime_folder_others_can_write_to_is_never_used(tmp_path: Path) -> None:
+    """Another user could plant a socket there and read every stage's environment."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    warm._spawn_server(folder, "k", dict(os.environ))
+    assert list(folder.iterdir()) == []  # no lock, no log, no server
+
+
+def test_long_runtime_folders_still_get_a_socket(tmp_path: Path) -> None:
+    import socket
+
+    folder = tmp_path / ("x" * 120)
+    folder.mkdir()
+    path = folder / "server.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(warm.socket_address(path))
+        listener.listen(1)
+        assert path.exists()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as client:
+            client.connect(warm.socket_address(path))
+            conn, _ = listener.accept()
+            client.send(b"hi")
+            assert conn.recv(2) == b"hi"
+            conn.close()
+
+
+def test_a_server_whose_imports_start_a_thread_refuses_and_is_not_retried(
+    probe_project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """Forking a process with a running Python thread is unsafe: the server must not serve."""
+    project, env = probe_project
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "threadstarter.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+    )
+    (project / "stages" / "probe.py").write_text("import threadstarter\nprint('ran')\n")
+    env = env | {"PYTHONPATH": str(lib)}
+    assert probe(project, env).stdout == "ran\n"  # cold, and starts a server
+    folder = warm.runtime_dir(env)
+    deadline = time.monotonic() + 30
+    while not list(folder.glob("*.failed")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "an import started a Python thread" in server_log(env)
+    assert probe(project, env).stdout == "ran\n"  # cold again, no new server
+    time.sleep(1.0)
+    assert server_log(env).count("Traceback") == 1
