@@ -487,7 +487,8 @@ def test_a_server_whose_imports_start_a_thread_refuses_and_is_not_retried(
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / "threadstarter.py").write_text(
-        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
     )
     (project / "stages" / "probe.py").write_text("import threadstarter\nprint('ran')\n")
     env = env | {"PYTHONPATH": str(lib)}
