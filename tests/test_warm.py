@@ -179,12 +179,14 @@ def probe(
     )
 
 
-def server_pid(project: Path, env: dict[str, str], timeout: float = 30.0) -> int:
+def server_pid(
+    project: Path, env: dict[str, str], python: str = sys.executable, timeout: float = 30.0
+) -> int:
     """The pid of the (single) running server, waiting for it to start serving."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(
-            [sys.executable, "-m", "tabular_pipeline.warm", "--status"],
+            [python, "-m", "tabular_pipeline.warm", "--status"],
             cwd=project,
             env=env,
             capture_output=True,
@@ -284,11 +286,8 @@ def current_umask() -> int:
     return umask
 
 
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_signals_reach_the_stage_and_its_status_comes_back(
-    probe_project: tuple[Path, dict[str, str]], number: int
-) -> None:
-    project, env = probe_project
+def sleeping_warm_stage(project: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """A client whose stage (forked by a serving server) sleeps: (client, stage pid)."""
     probe(project, env)
     server_pid(project, env)
     client = subprocess.Popen(
@@ -300,7 +299,15 @@ def test_signals_reach_the_stage_and_its_status_comes_back(
         stderr=subprocess.PIPE,
         text=True,
     )
-    stage = wait_for_pid(project / "pid.txt")
+    return client, wait_for_pid(project / "pid.txt")
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_signals_reach_the_stage_and_its_status_comes_back(
+    probe_project: tuple[Path, dict[str, str]], number: int
+) -> None:
+    project, env = probe_project
+    client, stage = sleeping_warm_stage(project, env)
     assert stage != client.pid
     client.send_signal(number)
     _out, err = client.communicate(timeout=30)
@@ -314,17 +321,7 @@ def test_a_killed_client_takes_its_stage_with_it(
     probe_project: tuple[Path, dict[str, str]],
 ) -> None:
     project, env = probe_project
-    probe(project, env)
-    server_pid(project, env)
-    client = subprocess.Popen(
-        [sys.executable, "-m", "tabular_pipeline.warm", "stages.probe", "sleep"],
-        cwd=project,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    stage = wait_for_pid(project / "pid.txt")
+    client, stage = sleeping_warm_stage(project, env)
     client.kill()
     client.wait()
     deadline = time.monotonic() + 10
@@ -378,18 +375,6 @@ def test_server_exits_when_idle_or_when_its_installs_change(tmp_path: Path) -> N
         cmd = [python, "-m", "tabular_pipeline.warm", "stages.probe"]
         return subprocess.run(cmd, cwd=project, env=env | extra, capture_output=True, text=True)
 
-    def wait_for_server(**extra: str) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            status = [python, "-m", "tabular_pipeline.warm", "--status"]
-            out = subprocess.run(
-                status, cwd=project, env=env | extra, capture_output=True, text=True
-            ).stdout
-            if " serving" in out:
-                return int(out.split(": pid ")[1].split()[0])
-            time.sleep(0.2)
-        raise AssertionError("no server")
-
     def gone(pid: int) -> bool:
         deadline = time.monotonic() + 10
         while alive(pid) and time.monotonic() < deadline:
@@ -398,7 +383,7 @@ def test_server_exits_when_idle_or_when_its_installs_change(tmp_path: Path) -> N
 
     try:
         assert run().stdout == "ran\n"
-        pid = wait_for_server()
+        pid = server_pid(project, env, python)
         assert run().stdout == "ran\n"
         (site / "a_new_package").mkdir()  # what an install does to site-packages
         assert gone(pid)
@@ -406,7 +391,7 @@ def test_server_exits_when_idle_or_when_its_installs_change(tmp_path: Path) -> N
         assert not list(warm.runtime_dir(env).glob("*.sock"))
         # The next run starts a server for the new state, which then idles out.
         assert run(TABULAR_WARM_IDLE="3").stdout == "ran\n"
-        pid = wait_for_server(TABULAR_WARM_IDLE="3")
+        pid = server_pid(project, env, python)
         assert gone(pid) and "idle for 3 s, exiting" in server_log(env)
     finally:
         subprocess.run(
