@@ -298,8 +298,16 @@ def sleeping_warm_stage(project: Path, env: dict[str, str]) -> tuple[subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     return client, wait_for_pid(project / "pid.txt")
+
+
+def default_signals() -> None:
+    """A shell starts background jobs with SIGINT ignored, and an ignored signal stays
+    ignored in the stage (as `nohup` must): give the client a terminal's dispositions."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
