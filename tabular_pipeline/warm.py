@@ -396,20 +396,24 @@ def _child(request: dict[str, Any], fds: list[int], keep: tuple[str, ...]) -> in
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    # New stream objects over the client's descriptors (a tty gets line buffering,
-    # as at interpreter start); they live as long as the child, like sys.stdout.
+    # New stream objects over the client's descriptors, buffered as the
+    # interpreter would at start-up: a tty gets line buffering, and
+    # PYTHONUNBUFFERED (part of the server's key) none at all.
+    unbuffered = bool(getattr(sys.__stdout__, "write_through", False))
+
+    def text(fd: int, line_buffering: bool, errors: str | None = None) -> io.TextIOWrapper:
+        raw = open(fd, "wb", buffering=0 if unbuffered else -1, closefd=False)  # noqa: SIM115
+        return io.TextIOWrapper(
+            raw,  # an unbuffered FileIO under PYTHONUNBUFFERED, as `python -u` has
+            encoding=sys.stdout.encoding,
+            errors=errors,
+            line_buffering=line_buffering,
+            write_through=unbuffered,
+        )
+
     sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False), encoding=sys.stdin.encoding)  # noqa: SIM115
-    sys.stdout = io.TextIOWrapper(
-        open(1, "wb", closefd=False),  # noqa: SIM115
-        encoding=sys.stdout.encoding,
-        line_buffering=os.isatty(1),
-    )
-    sys.stderr = io.TextIOWrapper(
-        open(2, "wb", closefd=False),  # noqa: SIM115
-        encoding=sys.stderr.encoding,
-        errors="backslashreplace",
-        line_buffering=True,
-    )
+    sys.stdout = text(1, os.isatty(1))
+    sys.stderr = text(2, True, "backslashreplace")
     signal.set_wakeup_fd(-1)
     for number in (*FORWARDED_SIGNALS, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)

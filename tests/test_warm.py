@@ -33,6 +33,7 @@ print("var", os.environ.get("PROBE_VAR"), os.environ.get("DVC_EXP_NAME"))
 print("stdin", sys.stdin.read().strip())
 print("version", Path("version.txt").read_text().strip() if Path("version.txt").exists() else "-")
 print("parent", os.getppid())
+print("streams", type(sys.stdout.buffer).__name__, sys.stdout.write_through, sys.stdout.encoding)
 print("to stderr", file=sys.stderr)
 mode = sys.argv[1] if len(sys.argv) > 1 else ""
 if mode == "state":
@@ -216,6 +217,7 @@ def test_a_warm_stage_behaves_like_python_dash_m(
     assert field(first.stdout, "parent") != str(pid)
     second = probe(project, env, "3", "x y", stdin="hello", PROBE_VAR="one")
     assert field(second.stdout, "parent") == str(pid)  # forked by the server
+    assert field(second.stdout, "streams") == field(first.stdout, "streams")  # same buffering
     for out in (first, second):
         assert out.returncode == 3
         assert field(out.stdout, "argv") == "['3', 'x y']"
