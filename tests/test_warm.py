@@ -199,6 +199,12 @@ def server_pid(
     raise AssertionError(f"no warm server started in {timeout} s")
 
 
+def started_server(project: Path, env: dict[str, str]) -> int:
+    """Run the probe once (cold: it starts a server) and wait for that server; its pid."""
+    probe(project, env)
+    return server_pid(project, env)
+
+
 def server_log(env: dict[str, str]) -> str:
     folder = warm.runtime_dir(env)
     return "".join(p.read_text() for p in folder.glob("*.log"))
@@ -239,8 +245,7 @@ def test_failures_print_and_exit_as_the_interpreter_does(
     probe_project: tuple[Path, dict[str, str]],
 ) -> None:
     project, env = probe_project
-    probe(project, env)
-    pid = server_pid(project, env)
+    pid = started_server(project, env)
     raised = probe(project, env, "raise")
     assert field(raised.stdout, "parent") == str(pid)
     assert raised.returncode == 1
@@ -257,8 +262,7 @@ def test_the_stage_takes_the_callers_umask_limits_and_ignored_signals(
     import resource
 
     project, env = probe_project
-    probe(project, env)
-    pid = server_pid(project, env)
+    pid = started_server(project, env)
 
     def restricted() -> None:
         os.umask(0o027)
@@ -290,8 +294,7 @@ def current_umask() -> int:
 
 def sleeping_warm_stage(project: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
     """A client whose stage (forked by a serving server) sleeps: (client, stage pid)."""
-    probe(project, env)
-    server_pid(project, env)
+    started_server(project, env)
     client = subprocess.Popen(
         [sys.executable, "-m", "tabular_pipeline.warm", "stages.probe", "sleep"],
         cwd=project,
@@ -355,8 +358,7 @@ def test_pythonpath_modules_are_imported_fresh_in_every_stage(
     (lib / "helper.py").write_text("VALUE = 'one'\n")
     env = env | {"PYTHONPATH": str(lib)}
     (project / "stages" / "probe.py").write_text("import helper\nprint('helper', helper.VALUE)\n")
-    probe(project, env)
-    pid = server_pid(project, env)
+    pid = started_server(project, env)
     (lib / "helper.py").write_text("VALUE = 'two'\n")
     out = probe(project, env)
     assert out.stdout == "helper two\n"
