@@ -23,13 +23,14 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env schema repro params plots remote mlflow-server serve monitor test test-fast lint format report lock chromium prometheus clean help
+.PHONY: env schema repro params plots remote mlflow-server serve monitor test test-fast test-exhaustive lint format report lock chromium prometheus clean help
 
 help:
 	@echo "make schema   draft conf/data/schema/<data>.yaml from the raw files (FORCE=1 replaces one)"
 	@echo "make repro    set up .venv if needed, compose params, run the DVC pipeline"
 	@echo "make test     set up .venv if needed, run lint, type checks and the test suite"
 	@echo "make test-fast  unit tests only (no end-to-end dvc runs)"
+	@echo "make test-exhaustive  the longest end-to-end checks (container image, ...), which make test leaves out"
 	@echo "make plots    render the DVC plots to dvc_plots/index.html (works offline)"
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
@@ -136,6 +137,11 @@ test: env lint chromium prometheus
 
 test-fast: env
 	$(BIN)/pytest -m "not slow"
+
+# The exhaustive tier: the longest end-to-end checks, which `make test` leaves
+# out (pytest exits 5 when the tier is empty: that is not a failure).
+test-exhaustive: env
+	$(BIN)/pytest -m exhaustive || [ $$? -eq 5 ]
 
 # Serves models/service.bento (built by `make repro`) from a project-local,
 # git-ignored BentoML store (.bentoml/). Needs TABULAR_API_KEY unless serve.auth: none.

@@ -225,13 +225,21 @@ LONGEST_FIRST = {
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow tests first, and among them those that need no built project first.
 
     With two xdist workers this keeps both cores busy: one worker builds the
     shared project while the other starts on a test that builds its own, and
     the many short unit tests at the end even out the finish.
+
+    Tests marked ``exhaustive`` belong to `make test-exhaustive`: they are
+    deselected unless a ``-m`` expression is given (which then decides).
     """
+    if not config.getoption("markexpr"):
+        exhaustive = [item for item in items if item.get_closest_marker("exhaustive")]
+        if exhaustive:
+            config.hook.pytest_deselected(items=exhaustive)
+            items[:] = [item for item in items if not item.get_closest_marker("exhaustive")]
     order = {id(item): i for i, item in enumerate(items)}
 
     def key(item: pytest.Item) -> tuple[bool, bool, int, int]:
