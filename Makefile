@@ -169,7 +169,7 @@ report: env
 lock:
 	rm -rf .lockenv
 	$(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install --quiet -e ".[dev]"
+	.lockenv/bin/python -m pip install --quiet -e ".[dev,catboost]"
 	{ echo "# Exact, tested dependency set for Python 3.11 (linux x86_64), CPU-only torch."; \
 	  echo "# Regenerate with \`make lock\` after changing pyproject.toml; never edit by hand."; \
 	  .lockenv/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
