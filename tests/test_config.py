@@ -64,7 +64,8 @@ def test_committed_params_are_the_composed_defaults(tmp_path: Path) -> None:
 
 
 def test_group_options_exist() -> None:
-    assert options("model") == ["hgb", "linear", "logreg", "mlp", "random_forest"]
+    models = ["catboost", "hgb", "lightgbm", "linear", "logreg", "mlp", "random_forest"]
+    assert options("model") == [*models, "xgboost"]
     defaults = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]
     chosen = {k: v for d in defaults if isinstance(d, dict) for k, v in d.items()}
     assert chosen["data"] in options("data") and chosen["model"] in options("model")

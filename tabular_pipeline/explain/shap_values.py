@@ -10,8 +10,8 @@ which the tests check against scikit-learn directly (shap's own additivity
 check compares with its tree rebuild, at 1 % tolerance).
 
 Which explainer, by final estimator:
-- tree ensembles (HistGradientBoosting, RandomForest, ExtraTrees, DecisionTree;
-  classifier or regressor): ``shap.TreeExplainer`` with
+- tree ensembles (HistGradientBoosting, RandomForest, ExtraTrees, DecisionTree,
+  LightGBM, XGBoost, CatBoost; classifier or regressor): ``shap.TreeExplainer`` with
   ``feature_perturbation="tree_path_dependent"`` on the raw output: exact, no
   background data (the interventional mode fails additivity on HGB, shap#3267).
   HGB with native categorical splits is refused: shap ignores them and returns
@@ -28,6 +28,7 @@ shap is imported lazily (numba makes ``import shap`` take seconds).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,38 @@ TREE_MODELS = (
     "ExtraTreesRegressor",
     "DecisionTreeClassifier",
     "DecisionTreeRegressor",
+    # GBDT libraries (conf/model/lightgbm.yaml, xgboost.yaml, catboost.yaml),
+    # on the featurizer's one-hot output: shap reads their trees exactly.
+    "LGBMClassifier",
+    "LGBMRegressor",
+    "XGBClassifier",
+    "XGBRegressor",
+    "CatBoostClassifier",
+    "CatBoostRegressor",
 )
+# Tree models whose classifier output is a sum of trees in raw-score space
+# (log-odds, per-class logits), not an average of probabilities.
+BOOSTING_MODELS = tuple(
+    m for m in TREE_MODELS if m.startswith(("HistGradientBoosting", "LGBM", "XGB", "CatBoost"))
+)
+
+
+def raw_margin(estimator: Any, X: np.ndarray) -> np.ndarray:
+    """A boosted classifier's raw score (what tree SHAP adds up to), from the library itself.
+
+    scikit-learn's have ``decision_function``; LightGBM, XGBoost and CatBoost
+    each name it differently in ``predict``.
+    """
+    if hasattr(estimator, "decision_function"):
+        return np.asarray(estimator.decision_function(X))
+    library = type(estimator).__name__
+    if library.startswith("LGBM"):
+        return np.asarray(estimator.predict(X, raw_score=True))
+    if library.startswith("XGB"):
+        return np.asarray(estimator.predict(X, output_margin=True))
+    if library.startswith("CatBoost"):
+        return np.asarray(estimator.predict(X, prediction_type="RawFormulaVal"))
+    raise ExplainError(f"explain: {library} has no raw score to explain")
 
 
 class ExplainError(PipelineError):
@@ -157,6 +189,51 @@ def _as_3d(values: Any, n: int, m: int) -> np.ndarray:
     return arr.reshape(n, m, 1) if arr.ndim == 2 else arr
 
 
+class NativeTreeShap:
+    """XGBoost's and CatBoost's own exact tree SHAP, shaped as shap's TreeExplainer answers.
+
+    The same path-dependent algorithm, computed by the library on the model it
+    predicts with (XGBoost ``pred_contribs``, CatBoost ``ShapValues``). shap
+    0.51 gets both wrong without an error: it reads an XGBoost 3 model's
+    intercept from its text config rounded to three digits (``[2.17E-1]``:
+    every row off by up to ~0.1 log-odds), and returns NaN base values for a
+    multiclass CatBoost model.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.xgboost = type(model).__name__.startswith("XGB")
+        bias = self._contribs(np.zeros((1, int(model.n_features_in_))))[0][..., -1]
+        self.expected_value = np.asarray(bias, dtype=np.float64)
+
+    def _library(self) -> Any:
+        """The model's own library (xgboost or catboost), found from its class.
+
+        Not an ``import`` statement: the Bento pins the libraries its service
+        code imports (tabular_pipeline/imports.py), and every served model's
+        Bento would then carry both, CatBoost's 264 MB included. The model's
+        own library is pinned already, from the classes its pickle holds.
+        """
+        for cls in type(self.model).__mro__:
+            top = cls.__module__.split(".")[0]
+            if top in ("xgboost", "catboost"):
+                return importlib.import_module(top)
+        raise ExplainError(f"explain: {type(self.model).__name__} is not an XGBoost/CatBoost model")
+
+    def _contribs(self, X: np.ndarray) -> np.ndarray:
+        """(n, m + 1), or (n, k, m + 1) per class; the last column is the base value."""
+        library = self._library()
+        if self.xgboost:
+            out = self.model.get_booster().predict(library.DMatrix(X), pred_contribs=True)
+        else:
+            out = self.model.get_feature_importance(library.Pool(X), type="ShapValues")
+        return np.asarray(out, dtype=np.float64)
+
+    def shap_values(self, X: np.ndarray, check_additivity: bool = False) -> np.ndarray:
+        out = self._contribs(X)[..., :-1]
+        return out if out.ndim == 2 else np.moveaxis(out, 1, -1)  # (n, m) or (n, m, k)
+
+
 class Explainer:
     """Built once (per model) from the fitted pipeline; explains featurized rows."""
 
@@ -240,12 +317,18 @@ class Explainer:
     def _build_tree(self) -> None:
         import shap
 
-        self._shap = shap.TreeExplainer(self.estimator, feature_perturbation="tree_path_dependent")
+        self._shap: Any
+        if type(self.estimator).__name__.startswith(("XGB", "CatBoost")):
+            self._shap = NativeTreeShap(self.estimator)
+        else:
+            self._shap = shap.TreeExplainer(
+                self.estimator, feature_perturbation="tree_path_dependent"
+            )
         self.method = "tree SHAP (path-dependent)"
         self.exact = True
         # Gradient boosting explains its raw score; forests average the trees'
         # outputs, which for a classifier are probabilities.
-        boosting = type(self.estimator).__name__.startswith("HistGradientBoosting")
+        boosting = type(self.estimator).__name__ in BOOSTING_MODELS
         self.space = self._raw_space() if boosting or not self.is_classifier else PROBABILITY
         if self.space == PROBABILITY:
             self.reference = self._proba
@@ -299,7 +382,7 @@ class Explainer:
         return out
 
     def _decision(self, X: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
+        out = np.asarray(raw_margin(self.estimator, X), dtype=np.float64)
         return out.reshape(len(X), -1)
 
     def _proba(self, X: np.ndarray) -> np.ndarray:

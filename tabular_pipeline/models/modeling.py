@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,10 @@ def task_model_cfg(model_cfg: dict[str, Any], task: str) -> dict[str, Any]:
         cls = get_class(str(merged["_target_"]))
     except Exception as exc:  # hydra raises ImportError or ValueError variants
         raise PipelineError(f"model.regressor: cannot import {merged['_target_']}: {exc}") from exc
-    accepted = set(inspect.signature(cls).parameters)
+    parameters = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return merged  # LightGBM/XGBoost take any library parameter as **kwargs
+    accepted = {p.name for p in parameters}
     dropped = sorted(k for k in merged if not k.startswith("_") and k not in accepted)
     if dropped:
         log.info(
@@ -95,6 +99,42 @@ def build_estimator(model_cfg: dict[str, Any], task: str | None = None) -> BaseE
     return estimator
 
 
+# Top-level module of a GBDT library's estimator classes (or their bases).
+GBDT_LIBRARIES = ("lightgbm", "xgboost", "catboost")
+
+
+def gbdt_library(estimator: BaseEstimator) -> str | None:
+    """``lightgbm`` / ``xgboost`` / ``catboost`` for their estimators (and subclasses)."""
+    for cls in type(estimator).__mro__:
+        top = cls.__module__.split(".")[0]
+        if top in GBDT_LIBRARIES:
+            return top
+    return None
+
+
+def gbdt_fit_kwargs(estimator: BaseEstimator, X_val: Any, y_val: Any) -> dict[str, Any]:
+    """The ``fit`` arguments that hand the validation split to a GBDT library.
+
+    Each takes it in its own shape; the rounds without improvement are a
+    parameter of each model file (LightGBM's ``early_stopping_round``,
+    XGBoost's and CatBoost's ``early_stopping_rounds``). All three then predict
+    with the best iteration only: LightGBM saves the best iteration's model,
+    CatBoost's ``use_best_model`` drops the later trees, and the pipeline's
+    XGBoost classes slice them off (tabular_pipeline/models/xgb.py).
+    """
+    library = gbdt_library(estimator)
+    if library == "lightgbm":
+        # Not 4.7's eval_X/eval_y, which skip the label encoding of text
+        # labels that eval_set gets (its deprecation warning is filtered).
+        return {"eval_set": [(X_val, y_val)]}
+    if library == "xgboost":
+        return {"eval_set": [(X_val, y_val)], "verbose": False}
+    if library == "catboost":
+        return {"eval_set": (X_val, y_val), "use_best_model": True}
+    name = type(estimator).__name__
+    raise PipelineError(f"model: {name} is not a LightGBM/XGBoost/CatBoost model")
+
+
 def accepts_eval_set(estimator: BaseEstimator) -> bool:
     """Whether ``fit`` takes a validation split (the torch model's early stopping does)."""
     return "eval_set" in inspect.signature(estimator.fit).parameters
@@ -121,12 +161,18 @@ def fit_pipeline(
     """Fit only the estimator: the featurizer was fitted on train by its own stage.
 
     ``valid`` is what the estimator early-stops on, if its ``fit`` takes a
-    validation split (the torch model's ``eval_set``, HGB's ``X_val`` with
-    ``early_stopping: true``); other estimators never see it.
+    validation split (LightGBM, XGBoost and CatBoost in their own shapes, the
+    torch model's ``eval_set``, HGB's ``X_val`` with ``early_stopping: true``);
+    other estimators never see it.
     """
     X = featurizer.transform(frame.drop(columns=[target]))
     y = target_values(frame, target)
-    if valid is not None and accepts_eval_set(estimator):
+    if valid is not None and gbdt_library(estimator) is not None:
+        X_val = featurizer.transform(valid.drop(columns=[target]))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The argument 'eval_set' is deprecated")
+            estimator.fit(X, y, **gbdt_fit_kwargs(estimator, X_val, target_values(valid, target)))
+    elif valid is not None and accepts_eval_set(estimator):
         eval_set = (
             featurizer.transform(valid.drop(columns=[target])),
             target_values(valid, target),
