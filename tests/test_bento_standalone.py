@@ -43,7 +43,12 @@ FAST = {
     "hgb": {"max_iter": 10},
     "random_forest": {"n_estimators": 10},
     "mlp": {"max_epochs": 2, "hidden_sizes": [16], "verbose": False},
+    "lightgbm": {"n_estimators": 20},
+    "xgboost": {"n_estimators": 20},
+    "catboost": {"iterations": 20},
 }
+# The GBDT libraries' distributions, pinned in the Bento when their model is.
+LIBRARY_PINS = {"lightgbm": "lightgbm==", "xgboost": "xgboost-cpu==", "catboost": "catboost=="}
 
 PREDICT = textwrap.dedent(
     """
@@ -168,9 +173,14 @@ def test_bento_predicts_outside_the_project(model: str, task: str, tmp_path: Pat
         assert requirements.splitlines()[0] == (
             "--extra-index-url https://download.pytorch.org/whl/cpu"
         )
+    elif model == "xgboost":  # the pipeline's XGBoost class (text labels) ships in src/
+        assert "tabular_pipeline.models.xgb" in loaded
+        assert "tabular_pipeline/models/xgb.py" in shipped_files
     else:
         assert "torch" not in requirements
         assert not any(m.startswith("tabular_pipeline.models") for m in loaded)
+    for lib, pin in LIBRARY_PINS.items():  # only the model's own library is pinned
+        assert (pin in requirements) == (model == lib), (lib, requirements)
 
 
 BUILD = textwrap.dedent(
