@@ -195,14 +195,15 @@ def test_multiclass_and_regression_shap_add_up(
 
 
 def test_tune_has_a_search_space_of_constructor_parameters(
-    model_cfgs: dict[str, dict[str, Any]],
+    model_cfgs: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     """tune.search_space names each class and only parameters its constructor takes."""
     import inspect
 
     from tabular_pipeline.models.tune import check_space
 
-    spaces = load_params(ROOT / "params.yaml")["tune"]["search_space"]
+    out = compose.compose_params(ROOT, compose.HydraSettings(), [], tmp_path / "params.yaml")
+    spaces = load_params(out)["tune"]["search_space"]
     for lib in LIBRARIES:
         for task in ("binary", "regression"):
             model = estimator(model_cfgs, lib, task)
