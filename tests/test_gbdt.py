@@ -23,6 +23,7 @@ from sklearn.metrics import log_loss
 from tabular_pipeline import compose
 from tabular_pipeline.config import DataConfig, FeaturizeConfig, load_params
 from tabular_pipeline.data.ingest import normalize, read_table
+from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.explain.shap_values import (
     LOG_ODDS,
     RAW_SCORE,
@@ -213,3 +214,20 @@ def test_tune_has_a_search_space_of_constructor_parameters(
             assert set(spaces[name]) <= accepted, (name, set(spaces[name]) - accepted)
             # the tree count is early stopping's, never searched
             assert not {"n_estimators", "iterations"} & set(spaces[name])
+
+
+@pytest.mark.parametrize("lib", LIBRARIES)
+def test_no_validation_rows_is_a_clear_error(
+    lib: str,
+    model_cfgs: dict[str, dict[str, Any]],
+    toy_frame: pd.DataFrame,
+    featurize_cfg: FeaturizeConfig,
+) -> None:
+    with pytest.raises(PipelineError, match=r"validation split, which is empty: set split\.valid"):
+        fitted(
+            toy_frame,
+            toy_frame.iloc[:0],
+            "label",
+            estimator(model_cfgs, lib, "multiclass"),
+            featurize_cfg,
+        )

@@ -167,6 +167,11 @@ def fit_pipeline(
     """
     X = featurizer.transform(frame.drop(columns=[target]))
     y = target_values(frame, target)
+    if gbdt_library(estimator) is not None and (valid is None or valid.empty):
+        raise PipelineError(
+            f"model: {type(estimator).__name__} early-stops on the validation split, which is "
+            "empty: set split.valid_size > 0"
+        )
     if valid is not None and gbdt_library(estimator) is not None:
         X_val = featurizer.transform(valid.drop(columns=[target]))
         with warnings.catch_warnings():
