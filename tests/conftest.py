@@ -215,6 +215,7 @@ LONGEST_FIRST = {
         [
             "test_torch_e2e",
             "test_regression_e2e",
+            "test_gbdt_e2e",
             "test_e2e",
             "test_e2e_trust",
             "test_team",
