@@ -163,15 +163,25 @@ def flatten(prefix: str, value: Any) -> dict[str, float]:
     return {}
 
 
-def pip_requirements(torch: bool = False) -> list[str]:
+def pip_requirements(torch: bool = False, model: Any = None) -> list[str]:
     """Pinned runtime needs of the logged sklearn pipeline (plus torch for the torch model).
 
     Explicit on purpose: without it MLflow infers requirements by loading the
-    model in a subprocess, which costs seconds on every log.
+    model in a subprocess, which costs seconds on every log. With ``model``,
+    the distributions of the classes it holds are added (LightGBM, XGBoost,
+    CatBoost: a pickled model cannot load without its library).
     """
-    from importlib.metadata import version
+    import sys
+    from importlib.metadata import packages_distributions, version
+
+    from tabular_pipeline import imports
 
     packages = ["scikit-learn", "pandas", "numpy", "scipy"] + (["torch"] if torch else [])
+    if model is not None:
+        by_module = packages_distributions()
+        for top in sorted({m.split(".")[0] for m in imports.object_modules(model)}):
+            if top not in sys.stdlib_module_names and top not in imports.PROJECT_PACKAGES:
+                packages += [d for d in by_module.get(top, []) if d not in packages]
     return [f"{pkg}=={version(pkg)}" for pkg in packages]
 
 
@@ -236,7 +246,7 @@ def log_training_run(
                 name="model",
                 signature=signature,
                 input_example=input_example,
-                pip_requirements=pip_requirements(torch=package_code),
+                pip_requirements=pip_requirements(torch=package_code, model=pipeline),
                 code_paths=[str(package_dir())] if package_code else None,
                 # skops refuses HistGradientBoosting's TreePredictor; this
                 # artifact is produced right here, so pickle's risk is ours.

@@ -231,3 +231,21 @@ def test_no_validation_rows_is_a_clear_error(
             estimator(model_cfgs, lib, "multiclass"),
             featurize_cfg,
         )
+
+
+def test_mlflow_requirements_pin_the_models_library(
+    model_cfgs: dict[str, dict[str, Any]], toy_frame: pd.DataFrame, featurize_cfg: FeaturizeConfig
+) -> None:
+    """The MLflow-logged model names its library (it cannot unpickle without it)."""
+    from importlib.metadata import version
+
+    from tabular_pipeline.tracking import pip_requirements
+
+    train, valid = toy_frame.iloc[:90], toy_frame.iloc[90:]
+    dists = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu", "catboost": "catboost"}
+    for lib, dist in dists.items():
+        model = estimator(model_cfgs, lib, "multiclass")
+        pins = pip_requirements(model=fitted(train, valid, "label", model, featurize_cfg))
+        assert f"{dist}=={version(dist)}" in pins
+        assert not any(p.startswith(tuple(d for d in dists.values() if d != dist)) for p in pins)
+        assert f"scikit-learn=={version('scikit-learn')}" in pins

@@ -102,7 +102,7 @@ def register(
                 name="model",
                 signature=infer_signature(input_example, pipeline.predict(input_example)),
                 input_example=input_example,
-                pip_requirements=tracking.pip_requirements(),
+                pip_requirements=tracking.pip_requirements(model=pipeline),
                 serialization_format="cloudpickle",
             )
             run_id, uri = run.info.run_id, info.model_uri
