@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,6 +138,10 @@ def test_two_fits_same_bits_early_stopped_on_valid_exact_shap(
     X_test = test.drop(columns=[target])
     digests = [hashlib.md5(p.predict_proba(X_test).tobytes()).hexdigest() for p in runs]
     assert digests[0] == digests[1]
+    for run in runs:  # the model file too (models/model.joblib is a DVC output)
+        joblib.dump(run[-1], tmp_path / f"{len(digests)}.joblib")
+        digests.append(hashlib.md5((tmp_path / f"{len(digests)}.joblib").read_bytes()).hexdigest())
+    assert digests[2] == digests[3]
     pipeline = runs[0]
     model = pipeline[-1]
     assert list(pipeline.classes_) == ["<=50K", ">50K"]

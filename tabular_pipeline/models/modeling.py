@@ -135,6 +135,23 @@ def gbdt_fit_kwargs(estimator: BaseEstimator, X_val: Any, y_val: Any) -> dict[st
     raise PipelineError(f"model: {name} is not a LightGBM/XGBoost/CatBoost model")
 
 
+def same_bytes_per_fit(model: Any) -> None:
+    """Make a fitted CatBoost model's bytes a function of its content only.
+
+    CatBoost stamps each model with a random ``model_guid`` and the wall-clock
+    ``train_finish_time``, so two identical fits pickle differently (and
+    ``models/model.joblib`` would change on every run). The time is blanked
+    and the id becomes a hash of the model without them.
+    """
+    import hashlib
+    import pickle
+
+    meta = model.get_metadata()
+    meta["train_finish_time"] = ""
+    meta["model_guid"] = ""
+    meta["model_guid"] = hashlib.sha256(pickle.dumps(model)).hexdigest()[:32]
+
+
 def accepts_eval_set(estimator: BaseEstimator) -> bool:
     """Whether ``fit`` takes a validation split (the torch model's early stopping does)."""
     return "eval_set" in inspect.signature(estimator.fit).parameters
@@ -177,6 +194,8 @@ def fit_pipeline(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The argument 'eval_set' is deprecated")
             estimator.fit(X, y, **gbdt_fit_kwargs(estimator, X_val, target_values(valid, target)))
+        if gbdt_library(estimator) == "catboost":
+            same_bytes_per_fit(estimator)
     elif valid is not None and accepts_eval_set(estimator):
         eval_set = (
             featurizer.transform(valid.drop(columns=[target])),
