@@ -104,20 +104,6 @@ def test_regression_metrics_on_a_tiny_frame() -> None:
     assert m.test_headline(got) == m.REGRESSION_TEST_HEADLINE
 
 
-def test_bootstrap_ci_brackets_the_estimate_and_is_seeded() -> None:
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=500)
-    pred = y + rng.normal(scale=0.5, size=500)
-    point = m.regression_metrics(y, pred)
-    ci = reg.bootstrap_ci(y, pred, ["rmse", "mae", "r2"], 300, 0.95, seed=1)
-    for name in ("rmse", "mae", "r2"):
-        assert ci[name]["low"] < point[name] < ci[name]["high"]
-    assert ci == reg.bootstrap_ci(y, pred, ["rmse", "mae", "r2"], 300, 0.95, seed=1)
-    assert ci["rmse"]["high"] - ci["rmse"]["low"] < 0.1
-    with pytest.raises(PipelineError, match="regression_metrics"):
-        reg.bootstrap_ci(y, pred, ["accuracy"], 10, 0.95, 0)
-
-
 def test_regression_fairness_table_and_gap() -> None:
     frame = pd.DataFrame(
         {

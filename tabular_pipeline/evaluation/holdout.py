@@ -18,6 +18,7 @@ from tabular_pipeline.config import EvaluateConfig
 from tabular_pipeline.evaluation import fairness as fair
 from tabular_pipeline.evaluation import metrics as m
 from tabular_pipeline.evaluation import regression as reg
+from tabular_pipeline.evaluation import resampling
 from tabular_pipeline.models.modeling import predict_proba, predict_values
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,12 @@ def evaluate_regression(
     log.info(
         "bootstrap CIs: %d resamples of %d of %d test rows", boot.n_resamples, len(rows), len(y)
     )
-    result.metrics["ci"] = reg.bootstrap_ci(
-        y[rows], pred[rows], list(boot.regression_metrics), boot.n_resamples, boot.confidence, seed
+    result.metrics["ci"] = resampling.bootstrap_ci(
+        resampling.regression(y[rows], pred[rows]),
+        list(boot.regression_metrics),
+        boot.n_resamples,
+        boot.confidence,
+        seed,
     )
     result.regression_plots = {
         "regression/predicted_vs_actual.csv": reg.scatter_points(y, pred, seed),
@@ -247,10 +252,8 @@ def add_uncertainty_and_fairness(
         "bootstrap CIs: %d resamples of %d of %d test rows", boot.n_resamples, len(rows), len(test)
     )
     result.sampling = sampling_info(len(test), len(rows), 0, cfg)
-    result.metrics["ci"] = fair.bootstrap_ci(
-        test[target].to_numpy()[rows],
-        proba[rows],
-        classes,
+    result.metrics["ci"] = resampling.bootstrap_ci(
+        resampling.classification(test[target].to_numpy()[rows], proba[rows], classes),
         list(boot.metrics),
         boot.n_resamples,
         boot.confidence,
