@@ -108,6 +108,12 @@ def permutation_table(
     )
 
 
+def row_ids(test: pd.DataFrame) -> np.ndarray:
+    """A content hash per test row (features and label): two revisions' predictions
+    pair row by row only when these match (``tabular_pipeline.report``)."""
+    return pd.util.hash_pandas_object(test, index=False).to_numpy()
+
+
 def prediction_table(y_true: pd.Series, proba: Any, classes: list[str]) -> pd.DataFrame:
     """Per-row outcome on the test split, for error analysis and drift checks."""
     table = m.confusion_rows(y_true, proba, classes)
@@ -149,7 +155,7 @@ def evaluate(
         )
     shown = fair.sample_rows(len(test), CONFUSION_ROWS, seed)
     result.confusion = m.confusion_rows(y.iloc[shown], proba[shown], classes)
-    result.predictions = prediction_table(y, proba, classes)
+    result.predictions = prediction_table(y, proba, classes).assign(row_id=row_ids(test))
     sample = importance_sample(test, target, cfg.importance.max_rows, seed)
     log.info(
         "permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats
@@ -190,7 +196,9 @@ def evaluate_regression(
         "regression/predicted_vs_actual.csv": reg.scatter_points(y, pred, seed),
         "regression/residuals.csv": reg.residual_histogram(y, pred),
     }
-    result.predictions = pd.DataFrame({"actual": y, "predicted": pred, "residual": pred - y})
+    result.predictions = pd.DataFrame(
+        {"actual": y, "predicted": pred, "residual": pred - y, "row_id": row_ids(test)}
+    )
     if sensitive:
         gaps, tables = reg.fairness_report(
             test,
