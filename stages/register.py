@@ -69,6 +69,8 @@ def main() -> None:
         same_model = champion_version == registered.version
         compare = cfg.compare
         compared = gates.compared(dict(compare.margins), metrics)
+        task = "regression" if "rmse" in metrics else "classification"
+        resampling.check_metrics(compared, task, "register.compare.margins")
         differences, comparison = None, None
         if champion_version is not None:
             # Both models' per-row predictions on the same test rows: the champion

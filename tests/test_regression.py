@@ -190,6 +190,9 @@ def test_champion_comparison_uses_the_metric_direction() -> None:
     assert [g.name for g in decision.failures] == ["ceiling.rmse"]
     (fair,) = gates.fairness_gates({"continent": {"mae_gap": 2.0}}, 1.0)
     assert fair.name == "fairness.continent.mae_gap" and not fair.passed
+    # An unknown metric name is still a config error.
+    with pytest.raises(PipelineError, match=r"compare\.margins: \['rsme'\]"):
+        reg_differences(0.1, gates.compared({"rsme": 0.1}, REG_METRICS))
 
 
 # -- one model file, every task -------------------------------------------------------

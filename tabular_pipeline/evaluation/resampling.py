@@ -349,7 +349,7 @@ def paired(
     varies with the rows. Identical models give Δ = 0 with a [0, 0] interval.
     """
     check_pair(new, old)
-    check_metrics(metrics, new.task, f"{where}.metrics")
+    check_metrics(metrics, new.task, f"{where}.margins")
     check_confidence(confidence, f"{where}.confidence")
     deltas: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     cache: dict[Any, Any] = {}
