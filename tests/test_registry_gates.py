@@ -264,3 +264,32 @@ def test_decision_records_split_headline_from_details() -> None:
         "gate_passed": False,
         "failure_lines": ["x"],
     }
+
+
+def test_model_card_gives_delta_interval_mode_and_margin() -> None:
+    new, old = planted(worse_rows=120)
+    diffs = differences(new, old, ["accuracy"])
+    (gate,) = gates.compare_gates(diffs, {"accuracy": 0.005}, "non_inferiority", "1")
+    record = promotion.comparison_record(
+        type(
+            "Compare",
+            (),
+            {
+                "mode": "non_inferiority",
+                "margins": {"accuracy": 0.005},
+                "confidence": 0.95,
+                "n_resamples": 1000,
+                "seed": 0,
+            },
+        )(),
+        ["accuracy"],
+        "rows",
+        1,
+    )
+    lines = model_card._comparison({"compare": record, "gates": {gate.name: gate.as_dict()}})
+    text = "\n".join(lines)
+    assert "Compared with champion v1 on the same test rows (non_inferiority, 95 %" in text
+    assert "intersection-union test" in text
+    d = diffs["accuracy"]
+    assert f"| accuracy | {d['new']:.4f} | {d['old']:.4f} | {d['delta']:.4f} |" in text
+    assert "| 0.0050 | no |" in text
