@@ -354,9 +354,7 @@ def _comparison(dec: dict[str, Any]) -> list[str]:
         for k, g in dec["gates"].items()
         if k.startswith("compare.")
     ]
-    return lines + _table(
-        ["metric", "new", "champion", "Δ", "interval", "margin", "passed"], rows
-    )
+    return lines + _table(["metric", "new", "champion", "Δ", "interval", "margin", "passed"], rows)
 
 
 def _regression_fairness(fair: dict[str, Any]) -> list[str]:
