@@ -347,7 +347,7 @@ def _comparison(dec: dict[str, Any]) -> list[str]:
             g["new"],
             g["champion"],
             g["delta"],
-            f"[{g['low']}, {g['high']}]",
+            f"[{_fmt(g['low'])}, {_fmt(g['high'])}]",
             g["margin"],
             g["passed"],
         ]
