@@ -293,3 +293,14 @@ def test_model_card_gives_delta_interval_mode_and_margin() -> None:
     d = diffs["accuracy"]
     assert f"| accuracy | {d['new']:.4f} | {d['old']:.4f} | {d['delta']:.4f} |" in text
     assert "| 0.0050 | no |" in text
+
+
+def test_group_column_resamples_whole_groups_when_the_test_split_has_it() -> None:
+    import pandas as pd
+
+    test = pd.DataFrame({"patient": ["a", "a", "b"], "x": [1, 2, 3]})
+    assert promotion.resampling_units(test, None) == (None, "rows")
+    groups, what = promotion.resampling_units(test, "patient")
+    assert list(groups) == ["a", "a", "b"] and what == "whole groups of patient"
+    groups, what = promotion.resampling_units(test, "country")
+    assert groups is None and what.startswith("rows (data.group_column 'country' is not in")
