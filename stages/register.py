@@ -24,6 +24,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.evaluation import resampling
 from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.models.modeling import signature_example
 from tabular_pipeline.registry import gates, mlflow_registry, promotion
@@ -65,21 +66,59 @@ def main() -> None:
         )
         current = mlflow_registry.champion(cfg.model_name, cfg.alias)
         champion_version = int(current.version) if current is not None else None
+        same_model = champion_version == registered.version
+        compare = cfg.compare
+        compared = gates.compared(dict(compare.margins), metrics)
+        task = "regression" if "rmse" in metrics else "classification"
+        resampling.check_metrics(compared, task, "register.compare.margins")
+        differences, comparison = None, None
+        if champion_version is not None:
+            # Both models' per-row predictions on the same test rows: the champion
+            # re-scored on today's split (itself when this version is the champion).
+            new_rows = mlflow_registry.predictions(pipeline, test, data.target)
+            old_rows = (
+                new_rows
+                if same_model
+                else mlflow_registry.rescore(
+                    cfg.model_name,
+                    champion_version,
+                    test,
+                    data.target,
+                    list(new_rows.classes) or None,
+                )
+            )
+            groups, resampled = promotion.resampling_units(test, data.group_column)
+            differences = {
+                name: d.as_dict()
+                for name, d in resampling.paired(
+                    new_rows,
+                    old_rows,
+                    compared,
+                    compare.n_resamples,
+                    compare.confidence,
+                    compare.seed,
+                    groups=groups,
+                    where="register.compare",
+                ).items()
+            }
+            comparison = promotion.comparison_record(compare, compared, resampled, champion_version)
         champion = promotion.champion_metrics(
             champion_version,
             registered.version,
             metrics,
-            lambda version: mlflow_registry.rescore(cfg.model_name, version, test, data.target),
+            lambda version: {k: d["old"] for k, d in (differences or {}).items()},
         )
         decision = gates.decide(
             metrics=metrics,
-            champion=champion,
+            differences=differences,
             floors=dict(cfg.floors),
-            tolerances=dict(cfg.max_regression),
+            margins=dict(compare.margins),
             drift=promotion.drift_evidence(drift, drift_summary, cfg.require_drift_pass),
             max_fairness_gap=cfg.max_fairness_gap,
             champion_version=None if champion_version is None else str(champion_version),
             ceilings=dict(cfg.ceilings),
+            mode=compare.mode,
+            same_model=same_model,
         )
         verdict, promote = promotion.verdict(
             decision.passed, in_experiment, cfg.promote_in_experiments
@@ -92,7 +131,8 @@ def main() -> None:
             version=registered.version,
             champion_before=champion_version,
             champion=champion,
-            compared=list(cfg.max_regression),
+            compared=compared,
+            comparison=comparison,
         )
         mlflow_registry.record_decision(
             registered, cfg.alias, promote, champion_version, verdict, details["failures"]
@@ -125,6 +165,7 @@ def main() -> None:
                 "gates": details["gates"],
                 "directions": details["directions"],
                 "failures": details["failures"],
+                "compare": details["compare"],
             },
         )
         card["explanations"] = model_card.explanations(explain_summary)

@@ -120,6 +120,9 @@ class DataConfig:
     min_metrics: dict[str, float] = field(default_factory=dict)
     max_metrics: dict[str, float] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
+    time_column: str | None = None  # orders the rows: the split's time axis
+    group_column: str | None = None  # entity: never on two sides of a split
+    id_columns: list[str] = field(default_factory=list)  # identifiers, never features
     card: CardText = field(default_factory=CardText)
 
 
@@ -426,6 +429,32 @@ class MonitorConfig:
             raise ValueError(f"quality.confidence: {self.quality.confidence!r} must be in (0, 1)")
 
 
+COMPARE_MODES = ("non_inferiority", "superiority")
+
+
+@dataclass
+class CompareConfig:
+    """``register.compare``: the paired comparison with the champion (docs/comparing-models.md)."""
+
+    mode: str  # non_inferiority: Δ's bound within -margin; superiority: beyond 0
+    margins: dict[str, float]  # allowed worsening per metric, in its direction (>= 0)
+    confidence: float  # two-sided level of Δ's interval
+    n_resamples: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        _one_of("register.compare.mode", self.mode, COMPARE_MODES)
+        _fraction("register.compare.confidence", self.confidence)
+        if self.n_resamples < 1:
+            raise ValueError(f"register.compare.n_resamples: {self.n_resamples!r} must be >= 1")
+        negative = sorted(k for k, v in self.margins.items() if v < 0)
+        if negative:
+            raise ValueError(
+                f"register.compare.margins: {negative} negative; a margin is the allowed "
+                "worsening in the metric's direction, so >= 0"
+            )
+
+
 @dataclass
 class RegisterConfig:
     model_name: str
@@ -436,7 +465,7 @@ class RegisterConfig:
     card_dir: str
     floors: dict[str, float]
     ceilings: dict[str, float]
-    max_regression: dict[str, float]
+    compare: CompareConfig
     require_drift_pass: bool
     max_fairness_gap: float | None
     promote_in_experiments: bool

@@ -229,6 +229,10 @@ def test_report_compares_against_base(project: Path, dvc) -> None:
     report = (project / "reports/pr/report.md").read_text()
     assert re.search(r"model\.learning_rate\s*\|\s*0\.05\s*\|\s*0\.2", report)
     assert "| Change" in report and "accuracy" in report
+    # The paired comparison: both revisions' per-row predictions (main's through DVC).
+    assert "test rows (matched by row ids)" in report
+    roc = next(line for line in report.splitlines() if line.startswith("| roc_auc |"))
+    assert re.search(r"\| \*\*(better|worse|no detectable difference)\*\* \|$", roc), roc
     html = (project / "reports/pr/plots/index.html").read_text()
     assert "main" in html and "workspace" in html
 

@@ -19,7 +19,11 @@ from tests.conftest import ran_stages, run
 
 pytestmark = pytest.mark.slow
 
-REGRESSION = re.compile(r"test (roc_auc|accuracy) (\d\.\d{4}) vs champion v1 (\d\.\d{4})")
+# The paired comparison's refusal line (docs/comparing-models.md); \u2212 is the minus sign.
+REGRESSION = re.compile(
+    r"(roc_auc|accuracy): new \u2212 champion v1 = (\u2212?\d\.\d{4}) "
+    r"\[(\u2212?\d\.\d{4}), (\u2212?\d\.\d{4})\] \(95 %, paired bootstrap, 2,000 draws\) is below"
+)
 
 
 def registry(project: Path, name: str = "adult") -> dict:
@@ -150,11 +154,12 @@ def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Pa
     assert "register: adult version 2 rejected, alias 'champion' unchanged" in log
     failed = REGRESSION.findall(log)
     assert failed, log[-3000:]
-    for _, value, champion in failed:
-        assert float(value) < float(champion)
+    for _, delta, low, high in failed:
+        low_f, delta_f, high_f = (float(v.replace("\u2212", "-")) for v in (low, delta, high))
+        assert low_f <= delta_f <= high_f and low_f < -0.005  # the default margin
     state = registry(project)
     assert state["aliases"] == {"champion": 1} and sorted(state["versions"]) == [1, 2]
-    assert "regression" in state["versions"][2]["gate_failures"]
+    assert "paired bootstrap" in state["versions"][2]["gate_failures"]
     # Not recorded as done: the next `dvc repro` (or `dvc exp run`) re-runs register.
     lock_after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["register"]
     assert lock_after == lock_before
@@ -179,7 +184,8 @@ def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Pa
     decision = json.loads((project / "reports/register/decision.json").read_text())
     assert decision["decision"] == "rejected"
     assert decision["champion_version"] == 1 and decision["version"] == 2
-    assert decision["gates"]["regression.accuracy"]["passed"] is False
+    assert decision["gates"]["compare.accuracy"]["passed"] is False
+    assert decision["compare"]["mode"] == "non_inferiority"
     # With a champion to compare with, the decision metric is still two numbers:
     # the gates and the re-scored champion stay out of `dvc exp show` (issue 17).
     assert metrics["metrics/evaluate.json"]["data"]["accuracy"] > 0.5

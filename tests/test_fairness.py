@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, roc_auc_score
 
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.evaluation import fairness as fair
@@ -61,42 +60,6 @@ def test_unknown_sensitive_column_is_a_clear_error(toy) -> None:
     frame = pd.DataFrame({"t": y, "g": groups})
     with pytest.raises(PipelineError, match=r"data.sensitive.*\['gender'\]"):
         fair.fairness_report(frame, pred, "t", "y", ["gender"], 1)
-
-
-def test_weighted_auc_matches_sklearn_with_ties() -> None:
-    rng = np.random.default_rng(3)
-    n = 200
-    score = np.round(rng.random(n), 1)  # many ties
-    positive = rng.random(n) < 0.4
-    w = rng.integers(0, 4, size=(5, n)).astype(float)
-    ours = fair._weighted_auc(w, score, positive)
-    expected = [roc_auc_score(positive, score, sample_weight=row) for row in w]
-    np.testing.assert_allclose(ours, expected, rtol=1e-12)
-
-
-def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
-    rng = np.random.default_rng(0)
-    n = 2000
-    y = np.where(rng.random(n) < 0.3, "pos", "neg")
-    p1 = np.clip((y == "pos") * 0.4 + rng.random(n) * 0.6, 0, 1)
-    proba = np.column_stack([1 - p1, p1])
-    classes = ["neg", "pos"]
-    args = (y, proba, classes, ["accuracy", "roc_auc", "balanced_accuracy"], 1000, 0.95)
-    ci = fair.bootstrap_ci(*args, seed=7)
-    assert ci == fair.bootstrap_ci(*args, seed=7)
-    assert ci != fair.bootstrap_ci(*args, seed=8)
-    acc = accuracy_score(y, np.asarray(classes)[proba.argmax(axis=1)])
-    auc = roc_auc_score(y == "pos", p1)
-    assert ci["accuracy"]["low"] < acc < ci["accuracy"]["high"]
-    assert ci["roc_auc"]["low"] < auc < ci["roc_auc"]["high"]
-    # Width of a 95 % interval of a proportion near 0.8 with n = 2000: about 2 x 1.96 x 0.009.
-    width = ci["accuracy"]["high"] - ci["accuracy"]["low"]
-    assert 0.025 < width < 0.045
-
-
-def test_bootstrap_rejects_unknown_metric() -> None:
-    with pytest.raises(PipelineError, match=r"evaluate\.bootstrap\.metrics"):
-        fair.bootstrap_ci(np.array(["a"]), np.array([[1.0]]), ["a"], ["r2"], 10, 0.95, 0)
 
 
 def test_group_bars_has_one_row_per_column_and_group(toy) -> None:

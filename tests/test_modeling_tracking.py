@@ -55,8 +55,10 @@ def test_evaluate_multiclass_writes_one_curve_per_class(fitted, toy_frame, tmp_p
         "proba_a",
         "proba_b",
         "proba_c",
+        "row_id",
     ]
     assert len(result.predictions) == len(toy_frame)
+    assert result.predictions["row_id"].dtype == "uint64"
     importance = pd.read_csv(tmp_path / "importance.csv")
     assert set(importance["feature"]) == {"num", "count", "colour"}
 

@@ -434,16 +434,15 @@ def regression_joined(n: int, noise: float, seed: int = 0) -> pd.DataFrame:
 
 def test_live_regression_quality_uses_evaluates_metrics_and_bootstrap() -> None:
     from tabular_pipeline.evaluation import metrics as m
-    from tabular_pipeline.evaluation import regression
+    from tabular_pipeline.evaluation import resampling
 
     joined = regression_joined(300, 4.0)
     live = quality.live_regression_metrics(joined, ["rmse", "mae", "r2", "mape"], 200, 0.9, 3)
     expected = m.regression_metrics(joined["actual"], joined["prediction"])
     assert live["values"] == {k: expected[k] for k in ("rmse", "mae", "r2", "mape")}
     assert live["n_rows"] == 300 and set(live["ci"]) == {"rmse", "mae", "r2"}  # mape: point only
-    assert live["ci"] == regression.bootstrap_ci(
-        joined["actual"], joined["prediction"], ["rmse", "mae", "r2"], 200, 0.9, 3
-    )
+    scored = resampling.regression(joined["actual"], joined["prediction"])
+    assert live["ci"] == resampling.bootstrap_ci(scored, ["rmse", "mae", "r2"], 200, 0.9, 3)
     for name in ("rmse", "mae", "r2"):
         assert live["ci"][name]["low"] < live["values"][name] < live["ci"][name]["high"]
     with pytest.raises(PipelineError, match=r"regression_metrics: \['accuracy'\] are not computed"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.evaluation import resampling as rs
 from tabular_pipeline.registry import gates, promotion
 from tabular_pipeline.reporting import model_card
 
@@ -27,34 +29,82 @@ def test_floors_pass_and_fail_with_direction() -> None:
 
 
 def test_no_champion_means_floors_only() -> None:
-    assert gates.regression_gates(METRICS, None, {"roc_auc": 0.0}) == []
+    assert gates.compare_gates({}, {"roc_auc": 0.0}, "non_inferiority") == []
     decision = gates.decide(
         metrics=METRICS,
-        champion=None,
+        differences=None,
         floors={"accuracy": 0.8},
-        tolerances={"roc_auc": 0.0},
+        margins={"roc_auc": 0.0},
         drift=None,
         max_fairness_gap=None,
     )
     assert decision.passed and [g.name for g in decision.gates] == ["floor.accuracy"]
 
 
-def test_regression_names_metric_value_and_champion_value() -> None:
-    champion = {"accuracy": 0.86, "roc_auc": 0.93, "log_loss": 0.28}
-    result = gates.regression_gates(
-        METRICS, champion, {"accuracy": 0.02, "roc_auc": 0.005, "log_loss": 0.01}, "3"
+def planted(n: int = 4000, worse_rows: int = 0, seed: int = 0) -> tuple:
+    """A champion and a candidate on the same rows: the candidate turns ``worse_rows``
+    of the champion's right answers wrong (0: the same model with tiny score noise)."""
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random(n) < 0.3, "pos", "neg")
+    p = np.clip((y == "pos") * 0.45 + rng.random(n) * 0.55, 0.001, 0.999)
+    old = np.column_stack([1 - p, p])
+    new = np.clip(old + rng.normal(0, 1e-4, old.shape), 0.001, 0.999)
+    right = np.flatnonzero((old[:, 1] > 0.5) == (y == "pos"))[:worse_rows]
+    new[right] = new[right][:, ::-1]
+    classes = ["neg", "pos"]
+    return rs.classification(y, new, classes), rs.classification(y, old, classes)
+
+
+def differences(new: rs.Scored, old: rs.Scored, metrics: list[str]) -> dict:
+    return {k: d.as_dict() for k, d in rs.paired(new, old, metrics, 1000, 0.95, 0).items()}
+
+
+def test_clearly_worse_model_is_refused_with_the_interval_in_the_line() -> None:
+    new, old = planted(worse_rows=120)  # -0.03 accuracy
+    diffs = differences(new, old, ["accuracy", "roc_auc"])
+    margins = {"accuracy": 0.005, "roc_auc": 0.005}
+    for mode in ("non_inferiority", "superiority"):
+        by = {g.name: g for g in gates.compare_gates(diffs, margins, mode, "3")}
+        acc = by["compare.accuracy"]
+        assert not acc.passed and acc.direction == "higher"
+        d = diffs["accuracy"]
+        assert d["delta"] == pytest.approx(-0.03, abs=0.001) and d["high"] < -0.005
+        assert acc.detail.startswith(
+            f"accuracy: new \N{MINUS SIGN} champion v3 = \N{MINUS SIGN}{-d['delta']:.4f} "
+            f"[\N{MINUS SIGN}{-d['low']:.4f}, \N{MINUS SIGN}{-d['high']:.4f}] "
+            "(95 %, paired bootstrap, 1,000 draws) is below "
+        )
+        assert acc.as_dict()["mode"] == mode and acc.as_dict()["delta"] == d["delta"]
+    ni = {g.name: g for g in gates.compare_gates(diffs, margins, "non_inferiority")}
+    assert (
+        "is below \N{MINUS SIGN}0.0050 (non_inferiority: the lower bound"
+        in ni["compare.accuracy"].detail
     )
-    by = {g.name: g for g in result}
-    assert by["regression.accuracy"].passed  # 0.85 >= 0.86 - 0.02
-    roc = by["regression.roc_auc"]
-    assert not roc.passed and roc.threshold == pytest.approx(0.925)
-    assert "roc_auc 0.9000" in roc.detail and "champion v3 0.9300" in roc.detail
-    assert not by["regression.log_loss"].passed  # 0.30 > 0.28 + 0.01
+    assert ni["compare.accuracy"].threshold == -0.005 and ni["compare.accuracy"].value == d["low"]
 
 
-def test_equal_to_champion_passes_with_zero_tolerance() -> None:
-    result = gates.regression_gates(METRICS, dict(METRICS), {"accuracy": 0.0, "log_loss": 0.0})
-    assert all(g.passed for g in result)
+def test_equal_within_noise_passes_non_inferiority_and_fails_superiority() -> None:
+    new, old = planted(worse_rows=0)
+    diffs = differences(new, old, ["accuracy", "roc_auc", "log_loss"])
+    assert diffs["accuracy"]["low"] <= 0 <= diffs["accuracy"]["high"]
+    margins = {"accuracy": 0.005, "roc_auc": 0.005, "log_loss": 0.01}
+    assert all(g.passed for g in gates.compare_gates(diffs, margins, "non_inferiority"))
+    sup = gates.compare_gates(diffs, margins, "superiority")
+    assert not any(g.passed for g in sup)
+    # log loss is lower-is-better: its upper bound is read, against +margin / 0.
+    ll = {g.name: g for g in sup}["compare.log_loss"]
+    assert ll.direction == "lower" and ll.value == diffs["log_loss"]["high"]
+    assert "the upper bound must be below 0" in ll.detail
+    # The champion compared with itself (Δ = 0 [0, 0]) passes in either mode.
+    same = differences(old, old, ["accuracy"])
+    assert same["accuracy"]["low"] == same["accuracy"]["high"] == 0.0
+    (gate,) = gates.compare_gates(same, margins, "superiority", "4", same_model=True)
+    assert gate.passed and "this version is the champion v4" in gate.detail
+
+
+def test_error_control_is_stated_for_several_metrics() -> None:
+    text = gates.error_control("non_inferiority", 0.95)
+    assert "every compared metric must pass" in text and "at most 0.025" in text
 
 
 def test_drift_and_fairness_gates() -> None:
@@ -70,9 +120,9 @@ def test_drift_and_fairness_gates() -> None:
     assert gates.fairness_gates(METRICS["fairness"], 0.2)[0].passed
     decision = gates.decide(
         metrics=METRICS,
-        champion=None,
+        differences=None,
         floors={},
-        tolerances={},
+        margins={},
         drift=drift_bad,
         max_fairness_gap=0.1,
     )
@@ -178,11 +228,13 @@ def test_champion_metrics_are_ours_none_or_rescored() -> None:
 
 
 def test_decision_records_split_headline_from_details() -> None:
+    new, old = planted(worse_rows=120)
+    diffs = differences(new, old, ["accuracy", "roc_auc"])
     decision = gates.decide(
         metrics=METRICS,
-        champion={"accuracy": 0.9, "roc_auc": 0.95},
+        differences=diffs,
         floors={"accuracy": 0.8},
-        tolerances={"accuracy": 0.0, "roc_auc": 0.0},
+        margins={"accuracy": 0.0, "roc_auc": 0.0},
         drift=None,
         max_fairness_gap=None,
         champion_version="2",
@@ -198,14 +250,57 @@ def test_decision_records_split_headline_from_details() -> None:
         champion_before=2,
         champion={"accuracy": 0.9, "roc_auc": 0.95, "log_loss": 0.1},
         compared=["roc_auc", "accuracy"],
+        comparison={"mode": "non_inferiority"},
     )
     assert headline == {"promoted": False, "version": 3}
     assert details["decision"] == "rejected" and details["champion_version"] == 2
     assert details["champion_rescored"] == {"accuracy": 0.9, "roc_auc": 0.95}
-    assert set(details["gates"]) == {"floor.accuracy", "regression.accuracy", "regression.roc_auc"}
+    assert set(details["gates"]) == {"floor.accuracy", "compare.accuracy", "compare.roc_auc"}
     assert details["failures"] and all("champion v2" in f for f in details["failures"])
+    assert details["gates"]["compare.accuracy"]["delta"] == diffs["accuracy"]["delta"]
+    assert details["compare"] == {"mode": "non_inferiority"}
     assert promotion.drift_evidence({"gate_passed": True}, {"gate_failures": []}, False) is None
     assert promotion.drift_evidence({"gate_passed": False}, {"gate_failures": ["x"]}, True) == {
         "gate_passed": False,
         "failure_lines": ["x"],
     }
+
+
+def test_model_card_gives_delta_interval_mode_and_margin() -> None:
+    new, old = planted(worse_rows=120)
+    diffs = differences(new, old, ["accuracy"])
+    (gate,) = gates.compare_gates(diffs, {"accuracy": 0.005}, "non_inferiority", "1")
+    record = promotion.comparison_record(
+        type(
+            "Compare",
+            (),
+            {
+                "mode": "non_inferiority",
+                "margins": {"accuracy": 0.005},
+                "confidence": 0.95,
+                "n_resamples": 1000,
+                "seed": 0,
+            },
+        )(),
+        ["accuracy"],
+        "rows",
+        1,
+    )
+    lines = model_card._comparison({"compare": record, "gates": {gate.name: gate.as_dict()}})
+    text = "\n".join(lines)
+    assert "Compared with champion v1 on the same test rows (non_inferiority, 95 %" in text
+    assert "intersection-union test" in text
+    d = diffs["accuracy"]
+    assert f"| accuracy | {d['new']:.4f} | {d['old']:.4f} | {d['delta']:.4f} |" in text
+    assert "| 0.0050 | no |" in text
+
+
+def test_group_column_resamples_whole_groups_when_the_test_split_has_it() -> None:
+    import pandas as pd
+
+    test = pd.DataFrame({"patient": ["a", "a", "b"], "x": [1, 2, 3]})
+    assert promotion.resampling_units(test, None) == (None, "rows")
+    groups, what = promotion.resampling_units(test, "patient")
+    assert list(groups) == ["a", "a", "b"] and what == "whole groups of patient"
+    groups, what = promotion.resampling_units(test, "country")
+    assert groups is None and what.startswith("rows (data.group_column 'country' is not in")

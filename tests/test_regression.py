@@ -104,20 +104,6 @@ def test_regression_metrics_on_a_tiny_frame() -> None:
     assert m.test_headline(got) == m.REGRESSION_TEST_HEADLINE
 
 
-def test_bootstrap_ci_brackets_the_estimate_and_is_seeded() -> None:
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=500)
-    pred = y + rng.normal(scale=0.5, size=500)
-    point = m.regression_metrics(y, pred)
-    ci = reg.bootstrap_ci(y, pred, ["rmse", "mae", "r2"], 300, 0.95, seed=1)
-    for name in ("rmse", "mae", "r2"):
-        assert ci[name]["low"] < point[name] < ci[name]["high"]
-    assert ci == reg.bootstrap_ci(y, pred, ["rmse", "mae", "r2"], 300, 0.95, seed=1)
-    assert ci["rmse"]["high"] - ci["rmse"]["low"] < 0.1
-    with pytest.raises(PipelineError, match="regression_metrics"):
-        reg.bootstrap_ci(y, pred, ["accuracy"], 10, 0.95, 0)
-
-
 def test_regression_fairness_table_and_gap() -> None:
     frame = pd.DataFrame(
         {
@@ -165,23 +151,38 @@ def test_ceilings_and_floors_name_the_direction() -> None:
         gates.ceiling_gates(REG_METRICS, {"r2": 0.5})
 
 
+def reg_differences(shift: float, margins: list[str]) -> dict:
+    """Candidate = champion's predictions moved away from the truth by ``shift``."""
+    from tabular_pipeline.evaluation import resampling as rs
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(50, 10, 2000)
+    old = y + rng.normal(0, 3, 2000)
+    new = old + shift * np.sign(old - y)
+    pairs = rs.paired(rs.regression(y, new), rs.regression(y, old), margins, 500, 0.95, 0)
+    return {k: d.as_dict() for k, d in pairs.items()}
+
+
 def test_champion_comparison_uses_the_metric_direction() -> None:
-    champion = {"rmse": 3.5, "mae": 3.0, "r2": 0.81}
-    tol = {"rmse": 0.4, "r2": 0.005, "roc_auc": 0.005, "accuracy": 0.005}
-    by = {g.name: g for g in gates.regression_gates(REG_METRICS, champion, tol, "2")}
-    # Classification tolerances do not apply to a regression run.
-    assert set(by) == {"regression.rmse", "regression.r2"}
-    rmse = by["regression.rmse"]
-    assert not rmse.passed and rmse.threshold == pytest.approx(3.9)  # 4.0 > 3.5 + 0.4
-    assert "lower is better" in rmse.detail and "champion v2 3.5000" in rmse.detail
-    r2 = by["regression.r2"]  # higher is better: 0.80 < 0.81 - 0.005
-    assert not r2.passed and r2.threshold == pytest.approx(0.805) and "higher is" in r2.detail
-    assert gates.regression_gates(REG_METRICS, champion, {"r2": 0.02})[0].passed
+    margins = {"rmse": 0.4, "r2": 0.005, "roc_auc": 0.005, "accuracy": 0.005}
+    compared = gates.compared(margins, REG_METRICS)
+    # Classification margins do not apply to a regression run.
+    assert compared == ["r2", "rmse"]
+    diffs = reg_differences(1.0, compared)  # errors 1.0 larger on every row
+    by = {g.name: g for g in gates.compare_gates(diffs, margins, "non_inferiority", "2")}
+    rmse = by["compare.rmse"]  # lower is better: Δ's upper bound must be below +0.4
+    assert diffs["rmse"]["low"] > 0.4 and not rmse.passed and rmse.threshold == 0.4
+    assert rmse.value == diffs["rmse"]["high"]
+    assert "is above 0.4000" in rmse.detail and "lower is better" in rmse.detail
+    r2 = by["compare.r2"]
+    assert not r2.passed and r2.threshold == -0.005 and "higher is better" in r2.detail
+    better = reg_differences(-0.5, compared)
+    assert all(g.passed for g in gates.compare_gates(better, margins, "superiority"))
     decision = gates.decide(
         metrics=REG_METRICS,
-        champion=None,
+        differences=None,
         floors={"r2": 0.5},
-        tolerances={},
+        margins={},
         drift=None,
         max_fairness_gap=None,
         ceilings={"rmse": 3},
@@ -190,8 +191,8 @@ def test_champion_comparison_uses_the_metric_direction() -> None:
     (fair,) = gates.fairness_gates({"continent": {"mae_gap": 2.0}}, 1.0)
     assert fair.name == "fairness.continent.mae_gap" and not fair.passed
     # An unknown metric name is still a config error.
-    with pytest.raises(PipelineError, match="rsme"):
-        gates.regression_gates(REG_METRICS, champion, {"rsme": 0.1})
+    with pytest.raises(PipelineError, match=r"compare\.margins: \['rsme'\]"):
+        reg_differences(0.1, gates.compared({"rsme": 0.1}, REG_METRICS))
 
 
 # -- one model file, every task -------------------------------------------------------
@@ -347,12 +348,12 @@ def test_prediction_log_records_a_regressors_value(tmp_path: Path) -> None:
 def test_decision_details_name_directions_and_only_this_tasks_champion_metrics() -> None:
     from tabular_pipeline.registry import promotion
 
-    champion = {"rmse": 3.5, "mae": 3.0, "r2": 0.81}
+    champion = {"r2": 0.81}
     decision = gates.decide(
         metrics=REG_METRICS,
-        champion=champion,
+        differences=reg_differences(0.1, ["r2"]),
         floors={"r2": 0.5},
-        tolerances={"r2": 0.05, "roc_auc": 0.005},
+        margins={"r2": 0.05, "roc_auc": 0.005},
         drift=None,
         max_fairness_gap=None,
         champion_version="1",
@@ -366,9 +367,9 @@ def test_decision_details_name_directions_and_only_this_tasks_champion_metrics()
         version=2,
         champion_before=1,
         champion=champion,
-        compared=["r2", "roc_auc"],
+        compared=gates.compared({"r2": 0.05, "roc_auc": 0.005}, REG_METRICS),
     )
     assert headline == {"promoted": True, "version": 2}
     assert details["champion_rescored"] == {"r2": 0.81}
     assert details["directions"] == {"r2": "higher is better", "rmse": "lower is better"}
-    assert set(details["gates"]) == {"floor.r2", "ceiling.rmse", "regression.r2"}
+    assert set(details["gates"]) == {"floor.r2", "ceiling.rmse", "compare.r2"}

@@ -1,10 +1,8 @@
-"""Per-group metrics, disparity gaps and bootstrap confidence intervals.
+"""Per-group metrics and disparity gaps (bootstrap intervals: ``resampling``).
 
 A few lines of numpy instead of fairlearn: the definitions are standard
 (fairlearn's ``demographic_parity_difference``/``_ratio`` and
-``equalized_odds_difference``), and the bootstrap is vectorised over resamples
-so 1000 resamples of the 16k-row Adult test split take well under a second
-per metric.
+``equalized_odds_difference``).
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ log = logging.getLogger(__name__)
 
 DIGITS = 6
 MISSING = "<missing>"
-# Metrics the bootstrap knows how to compute from per-row resample weights.
-BOOTSTRAP_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 
 
 def _r(value: float) -> float | None:
@@ -128,94 +124,6 @@ def sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
     if n <= max_rows:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
-
-
-def _weights(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Bootstrap resamples as per-row counts (a multinomial draw per resample)."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
-
-
-def _weighted_auc(w: np.ndarray, score: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """ROC AUC for each row of weights ``w`` (resamples x rows), ties counted half.
-
-    Scores are sorted once; per resample the AUC is the weighted share of
-    (positive, negative) pairs ranked correctly, from cumulative sums.
-    """
-    order = np.argsort(score, kind="stable")
-    s, pos = score[order], positive[order]
-    w = w[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    wp = np.add.reduceat(w * pos, starts, axis=1)
-    wn = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(wn, axis=1) - wn
-    num = (wp * (below + 0.5 * wn)).sum(axis=1)
-    den = wp.sum(axis=1) * wn.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
-
-
-def bootstrap_ci(
-    y_true: np.ndarray,
-    proba: np.ndarray,
-    classes: list[str],
-    metrics: list[str],
-    n_resamples: int,
-    confidence: float,
-    seed: int,
-    chunk: int = 200,
-) -> dict[str, dict[str, float | None]]:
-    """Percentile bootstrap intervals for the headline test metrics.
-
-    Vectorised over resamples (in chunks, to bound memory at chunk x rows
-    floats) and seeded, so reruns give identical bounds. ROC AUC is
-    computed for binary targets only (positive class = ``classes[1]``).
-    """
-    unknown = sorted(set(metrics) - set(BOOTSTRAP_METRICS))
-    if unknown:
-        raise PipelineError(
-            f"evaluate.bootstrap.metrics: {unknown} not supported "
-            f"(choose from {list(BOOTSTRAP_METRICS)})"
-        )
-    if not 0 < confidence < 1:
-        raise PipelineError(f"evaluate.bootstrap.confidence: {confidence} not in (0, 1)")
-    y = np.asarray(y_true).astype(str)
-    n = len(y)
-    if n == 0 or n_resamples < 1:
-        return {}
-    pred = np.asarray(classes)[proba.argmax(axis=1)]
-    correct = (pred == y).astype(np.float64)
-    present = [c for c in classes if (y == c).any()]
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    done = 0
-    while done < n_resamples:
-        size = min(chunk, n_resamples - done)
-        w = _weights(rng, n, size)
-        total = w.sum(axis=1)
-        if "accuracy" in metrics:
-            samples["accuracy"].append(w @ correct / total)
-        if "balanced_accuracy" in metrics:
-            recalls = []
-            for c in present:
-                is_c = y == c
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    recalls.append((w @ (correct * is_c)) / (w @ is_c.astype(np.float64)))
-            samples["balanced_accuracy"].append(np.nanmean(np.vstack(recalls), axis=0))
-        if "roc_auc" in metrics and len(classes) == 2:
-            samples["roc_auc"].append(_weighted_auc(w, proba[:, 1], y == classes[1]))
-        done += size
-    alpha = (1 - confidence) / 2
-    out: dict[str, dict[str, float | None]] = {}
-    for name, parts in samples.items():
-        if not parts:
-            continue
-        values = np.concatenate(parts)
-        values = values[~np.isnan(values)]
-        if len(values) == 0:
-            continue
-        lo, hi = np.quantile(values, [alpha, 1 - alpha])
-        out[name] = {"low": _r(lo), "high": _r(hi)}
-    return out
 
 
 def group_bars(

@@ -18,6 +18,7 @@ from tabular_pipeline.config import EvaluateConfig
 from tabular_pipeline.evaluation import fairness as fair
 from tabular_pipeline.evaluation import metrics as m
 from tabular_pipeline.evaluation import regression as reg
+from tabular_pipeline.evaluation import resampling
 from tabular_pipeline.models.modeling import predict_proba, predict_values
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,12 @@ def permutation_table(
     )
 
 
+def row_ids(test: pd.DataFrame) -> np.ndarray:
+    """A content hash per test row (features and label): two revisions' predictions
+    pair row by row only when these match (``tabular_pipeline.report``)."""
+    return pd.util.hash_pandas_object(test, index=False).to_numpy()
+
+
 def prediction_table(y_true: pd.Series, proba: Any, classes: list[str]) -> pd.DataFrame:
     """Per-row outcome on the test split, for error analysis and drift checks."""
     table = m.confusion_rows(y_true, proba, classes)
@@ -148,7 +155,7 @@ def evaluate(
         )
     shown = fair.sample_rows(len(test), CONFUSION_ROWS, seed)
     result.confusion = m.confusion_rows(y.iloc[shown], proba[shown], classes)
-    result.predictions = prediction_table(y, proba, classes)
+    result.predictions = prediction_table(y, proba, classes).assign(row_id=row_ids(test))
     sample = importance_sample(test, target, cfg.importance.max_rows, seed)
     log.info(
         "permutation importance on %d rows x %d repeats", len(sample), cfg.importance.n_repeats
@@ -178,14 +185,20 @@ def evaluate_regression(
     log.info(
         "bootstrap CIs: %d resamples of %d of %d test rows", boot.n_resamples, len(rows), len(y)
     )
-    result.metrics["ci"] = reg.bootstrap_ci(
-        y[rows], pred[rows], list(boot.regression_metrics), boot.n_resamples, boot.confidence, seed
+    result.metrics["ci"] = resampling.bootstrap_ci(
+        resampling.regression(y[rows], pred[rows]),
+        list(boot.regression_metrics),
+        boot.n_resamples,
+        boot.confidence,
+        seed,
     )
     result.regression_plots = {
         "regression/predicted_vs_actual.csv": reg.scatter_points(y, pred, seed),
         "regression/residuals.csv": reg.residual_histogram(y, pred),
     }
-    result.predictions = pd.DataFrame({"actual": y, "predicted": pred, "residual": pred - y})
+    result.predictions = pd.DataFrame(
+        {"actual": y, "predicted": pred, "residual": pred - y, "row_id": row_ids(test)}
+    )
     if sensitive:
         gaps, tables = reg.fairness_report(
             test,
@@ -247,10 +260,8 @@ def add_uncertainty_and_fairness(
         "bootstrap CIs: %d resamples of %d of %d test rows", boot.n_resamples, len(rows), len(test)
     )
     result.sampling = sampling_info(len(test), len(rows), 0, cfg)
-    result.metrics["ci"] = fair.bootstrap_ci(
-        test[target].to_numpy()[rows],
-        proba[rows],
-        classes,
+    result.metrics["ci"] = resampling.bootstrap_ci(
+        resampling.classification(test[target].to_numpy()[rows], proba[rows], classes),
         list(boot.metrics),
         boot.n_resamples,
         boot.confidence,

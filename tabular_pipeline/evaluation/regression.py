@@ -1,9 +1,7 @@
-"""Regression evaluation: bootstrap intervals, plot data and the group audit.
+"""Regression evaluation: plot data and the group audit (intervals: ``resampling``).
 
-Pure numpy/pandas on arrays, like ``fairness`` for classification. The
-bootstrap uses the same per-row multinomial weights (vectorised over
-resamples, seeded), so 1000 resamples of a 10k-row test split take well under
-a second per metric.
+Pure numpy/pandas on arrays, like ``fairness`` for classification. The MAE
+gap's bootstrap uses ``resampling.draws``, the draws of every other interval.
 """
 
 from __future__ import annotations
@@ -14,12 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.evaluation import fairness
-from tabular_pipeline.evaluation.fairness import MISSING, _weights
+from tabular_pipeline.evaluation.fairness import MISSING
+from tabular_pipeline.evaluation.resampling import draws
 
 DIGITS = 6
-BOOTSTRAP_METRICS = ("rmse", "mae", "r2")
 # Points in the predicted-vs-actual scatter: enough to see the shape, small
 # enough for a plots page, a PR comment and git (a seeded sample).
 SCATTER_ROWS = 2000
@@ -30,21 +27,6 @@ def _r(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), DIGITS)
 
 
-def _weighted(w: np.ndarray, y: np.ndarray, pred: np.ndarray, metric: str) -> np.ndarray:
-    """``metric`` for each row of resample weights ``w`` (resamples x rows)."""
-    total = w.sum(axis=1)
-    err = pred - y
-    if metric == "rmse":
-        return np.sqrt(w @ (err**2) / total)
-    if metric == "mae":
-        return w @ np.abs(err) / total
-    mean = (w @ y) / total
-    ss_res = w @ (err**2)
-    ss_tot = (w * (y[None, :] - mean[:, None]) ** 2).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
-
-
 def _interval(values: np.ndarray, confidence: float) -> dict[str, float | None] | None:
     values = values[~np.isnan(values)]
     if len(values) == 0:
@@ -52,46 +34,6 @@ def _interval(values: np.ndarray, confidence: float) -> dict[str, float | None] 
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
     return {"low": _r(lo), "high": _r(hi)}
-
-
-def bootstrap_ci(
-    y_true: Any,
-    pred: Any,
-    metrics: list[str],
-    n_resamples: int,
-    confidence: float,
-    seed: int,
-    chunk: int = 200,
-) -> dict[str, dict[str, float | None]]:
-    """Percentile bootstrap intervals of RMSE, MAE and R² (seeded: reruns are identical)."""
-    unknown = sorted(set(metrics) - set(BOOTSTRAP_METRICS))
-    if unknown:
-        raise PipelineError(
-            f"evaluate.bootstrap.regression_metrics: {unknown} not supported "
-            f"(choose from {list(BOOTSTRAP_METRICS)})"
-        )
-    if not 0 < confidence < 1:
-        raise PipelineError(f"evaluate.bootstrap.confidence: {confidence} not in (0, 1)")
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(pred, dtype=np.float64)
-    n = len(y)
-    if n == 0 or n_resamples < 1:
-        return {}
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    done = 0
-    while done < n_resamples:
-        size = min(chunk, n_resamples - done)
-        w = _weights(rng, n, size)
-        for name in metrics:
-            samples[name].append(_weighted(w, y, p, name))
-        done += size
-    out: dict[str, dict[str, float | None]] = {}
-    for name, parts in samples.items():
-        interval = _interval(np.concatenate(parts), confidence)
-        if interval is not None:
-            out[name] = interval
-    return out
 
 
 def scatter_points(y_true: Any, pred: Any, seed: int, max_rows: int = SCATTER_ROWS) -> pd.DataFrame:
@@ -177,16 +119,11 @@ def mae_gap(
     abs_err = np.abs(np.asarray(pred, dtype=np.float64) - y)
     keys = groups.astype(object).where(groups.notna(), MISSING).astype(str).to_numpy()
     masks = np.vstack([(keys == g).astype(np.float64) for g in used["group"]])
-    rng = np.random.default_rng(seed)
     gaps: list[np.ndarray] = []
-    done = 0
-    while done < n_resamples:
-        size = min(200, n_resamples - done)
-        w = _weights(rng, len(y), size)
+    for w in draws(len(y), n_resamples, seed):
         with np.errstate(invalid="ignore", divide="ignore"):
             per_group = ((w * abs_err) @ masks.T) / (w @ masks.T)  # resamples x groups
         gaps.append(np.nanmax(per_group, axis=1) - np.nanmin(per_group, axis=1))
-        done += size
     if gaps:
         out["mae_gap_ci"] = _interval(np.concatenate(gaps), confidence)
     return out

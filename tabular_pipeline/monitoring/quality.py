@@ -60,8 +60,9 @@ def live_metrics(
     seed: int,
 ) -> dict[str, Any]:
     """Headline metrics and percentile CIs of the served probabilities against the labels."""
-    from tabular_pipeline.evaluation import fairness
+    from tabular_pipeline.config import BOOTSTRAP_METRICS
     from tabular_pipeline.evaluation import metrics as m
+    from tabular_pipeline.evaluation import resampling
 
     proba = np.vstack([np.asarray(p, dtype=float) for p in joined["proba"]])
     if proba.shape[1] != len(classes):
@@ -78,8 +79,9 @@ def live_metrics(
     if unknown_metrics:
         raise PipelineError(f"monitor.quality.metrics: {unknown_metrics} are not computed")
     # The bootstrap covers evaluate's CI metrics; the others are point estimates.
-    boot = [k for k in metrics if k in fairness.BOOTSTRAP_METRICS]
-    ci = fairness.bootstrap_ci(y.to_numpy(), proba, classes, boot, n_resamples, confidence, seed)
+    boot = [k for k in metrics if k in BOOTSTRAP_METRICS]
+    scored = resampling.classification(y.to_numpy(), proba, classes)
+    ci = resampling.bootstrap_ci(scored, boot, n_resamples, confidence, seed)
     return {
         "values": {k: scores.get(k) for k in metrics},
         "ci": ci,
@@ -97,11 +99,12 @@ def live_regression_metrics(
     """A regressor's headline metrics and percentile CIs: served values against numeric labels.
 
     ``evaluate``'s own functions (``metrics.regression_metrics``,
-    ``regression.bootstrap_ci``), so the live numbers compare with the
+    ``resampling.bootstrap_ci``), so the live numbers compare with the
     promoted ones.
     """
+    from tabular_pipeline.config import REGRESSION_BOOTSTRAP_METRICS
     from tabular_pipeline.evaluation import metrics as m
-    from tabular_pipeline.evaluation import regression
+    from tabular_pipeline.evaluation import resampling
 
     y = joined["actual"].to_numpy(dtype=np.float64)
     pred = joined["prediction"].to_numpy(dtype=np.float64)
@@ -112,8 +115,10 @@ def live_regression_metrics(
             f"monitor.quality.regression_metrics: {unknown_metrics} are not computed "
             f"(choose from rmse, mae, r2, mape)"
         )
-    boot = [k for k in metrics if k in regression.BOOTSTRAP_METRICS]
-    ci = regression.bootstrap_ci(y, pred, boot, n_resamples, confidence, seed)
+    boot = [k for k in metrics if k in REGRESSION_BOOTSTRAP_METRICS]
+    ci = resampling.bootstrap_ci(
+        resampling.regression(y, pred), boot, n_resamples, confidence, seed
+    )
     return {
         "values": {k: scores.get(k) for k in metrics},
         "ci": ci,

@@ -13,8 +13,8 @@ from tabular_pipeline.errors import PipelineError
 
 # Metrics where a smaller value is better; every other metric: larger is better.
 LOWER_IS_BETTER = frozenset({"error_rate", "log_loss", "rmse", "mae", "mape"})
-# Which task each known metric belongs to: a tolerance listed for the other
-# task's metric (register.max_regression has both) does not apply to this run.
+# Which task each known metric belongs to: a margin listed for the other
+# task's metric (register.compare.margins has both) does not apply to this run.
 CLASSIFICATION_METRICS = frozenset(
     {"accuracy", "error_rate", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc"}
 )
@@ -24,6 +24,11 @@ REGRESSION_METRICS = frozenset({"rmse", "mae", "r2", "mape"})
 def direction(metric: str) -> str:
     """'lower' or 'higher' (is better): named in every gate's record and log line."""
     return "lower" if metric in LOWER_IS_BETTER else "higher"
+
+
+def compared(margins: dict[str, float], metrics: dict[str, Any]) -> list[str]:
+    """The metrics of ``margins`` that this run's task has (sorted)."""
+    return sorted(name for name in margins if applies(name, metrics))
 
 
 def applies(metric: str, metrics: dict[str, Any]) -> bool:
@@ -44,13 +49,14 @@ class Gate:
     threshold: float | None = None
     detail: str = ""
     direction: str | None = None  # "higher"/"lower" is better; None: not a metric bound
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. a comparison's Δ and interval
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "value": self.value,
             "threshold": self.threshold,
-        }
+        } | self.extra
 
 
 @dataclass
@@ -140,37 +146,96 @@ def ceiling_gates(metrics: dict[str, Any], ceilings: dict[str, float]) -> list[G
     return gates
 
 
-def regression_gates(
-    metrics: dict[str, Any],
-    champion: dict[str, Any] | None,
-    tolerances: dict[str, float],
-    champion_version: str | None = None,
-) -> list[Gate]:
-    """No drop beyond ``tolerance`` against the champion scored on the same test split.
+MINUS = "\N{MINUS SIGN}"
+NON_INFERIORITY = "non_inferiority"
 
-    No champion (a fresh registry): no regression gates, floors only.
+
+def _num(value: float) -> str:
+    """-0.0031 as the refusal lines print it (a true minus sign, 4 decimals)."""
+    text = f"{value:.4f}"
+    return MINUS + text[1:] if text.startswith("-") else text
+
+
+def error_control(mode: str, confidence: float) -> str:
+    """How several gated metrics keep the chance of a wrong promotion bounded (for the record)."""
+    alpha = round((1 - confidence) / 2, 6)
+    claim = "worse than its margin" if mode == NON_INFERIORITY else "not better"
+    return (
+        f"intersection-union test: every compared metric must pass, each a one-sided test at "
+        f"level {alpha} (the {confidence:.0%} interval's bound), so the chance of promoting a "
+        f"model that is {claim} on any metric is at most {alpha} without a multiplicity "
+        "adjustment (Berger 1982)"
+    )
+
+
+def compare_gates(
+    differences: dict[str, dict[str, Any]],
+    margins: dict[str, float],
+    mode: str,
+    champion_version: str | None = None,
+    same_model: bool = False,
+) -> list[Gate]:
+    """The paired comparison with the champion, one gate per metric.
+
+    ``differences`` are ``resampling.Difference.as_dict()`` of Δ = new -
+    champion on the same test rows. non_inferiority passes when Δ's bound on
+    the worse side is within -margin (higher is better: the lower bound is
+    above -margin; lower is better: the upper bound is below +margin);
+    superiority when it is beyond 0. A version compared with itself (it is
+    the champion already) passes: Δ = 0 is recorded.
     """
-    if champion is None:
-        return []
-    gates = []
     label = f"champion v{champion_version}" if champion_version else "champion"
-    for name, tol in sorted(tolerances.items()):
-        if not applies(name, metrics):
-            continue  # the other task's metric (register.max_regression lists both)
-        value = _metric(metrics, name, f"register.max_regression.{name}")
-        champ = _metric(champion, name, f"{label} re-scored")
-        bound = champ + float(tol) if name in LOWER_IS_BETTER else champ - float(tol)
-        ok = _better_or_equal(name, value, bound)
+    gates = []
+    for name, d in sorted(differences.items()):
+        margin = float(margins[name])
+        way = direction(name)
+        limit = -margin if mode == NON_INFERIORITY else 0.0
+        if way == "lower":
+            limit = -limit
+        bound = d["low"] if way == "higher" else d["high"]
+        ok = bound is not None and (bound > limit if way == "higher" else bound < limit)
+        interval = (
+            f"{name}: new {MINUS} {label} = {_num(d['delta'])} "
+            f"[{_num(d['low'])}, {_num(d['high'])}] ({d['confidence']:.0%}".replace("%", " %")
+            + f", paired bootstrap, {d['n_resamples']:,} draws"
+            + ("" if d["resampled"] == "rows" else f" of {d['resampled']}")
+            + ")"
+        )
+        side, word = ("lower", "above") if way == "higher" else ("upper", "below")
+        rule = f"{mode}: the {side} bound must be {word} {_num(limit) if limit else '0'}"
+        if same_model:
+            ok, verdict = True, f"ok (this version is the {label})"
+        elif ok:
+            verdict = f"ok ({rule}; {way} is better)"
+        else:
+            beyond = "below" if way == "higher" else "above"
+            strictly = bound is not None and bound != limit
+            verdict = (
+                f"is {beyond if strictly else 'not ' + word} {_num(limit) if limit else '0'} "
+                f"({rule}; {way} is better)"
+            )
         gates.append(
             Gate(
-                f"regression.{name}",
+                f"compare.{name}",
                 ok,
-                value,
-                round(bound, 6),
-                f"test {name} {value:.4f} vs {label} {champ:.4f} on the same test split "
-                f"(tolerance {tol}, {direction(name)} is better, bound {bound:.4f}): "
-                f"{'ok' if ok else 'regression'}",
-                direction(name),
+                bound,
+                round(limit, 6),
+                f"{interval} {verdict}",
+                way,
+                {
+                    "mode": mode,
+                    "margin": margin,
+                    "delta": d["delta"],
+                    "low": d["low"],
+                    "high": d["high"],
+                    "new": d["new"],
+                    "champion": d["old"],
+                    "confidence": d["confidence"],
+                    "n_resamples": d["n_resamples"],
+                    "resampled": d["resampled"],
+                    "share_better": d["share_better"],
+                    "mcnemar_p": d["mcnemar_p"],
+                },
             )
         )
     return gates
@@ -226,18 +291,22 @@ def fairness_gates(fairness: dict[str, Any], max_gap: float | None) -> list[Gate
 def decide(
     *,
     metrics: dict[str, Any],
-    champion: dict[str, Any] | None,
+    differences: dict[str, dict[str, Any]] | None,
     floors: dict[str, float],
-    tolerances: dict[str, float],
+    margins: dict[str, float],
     drift: dict[str, Any] | None,
     max_fairness_gap: float | None,
     champion_version: str | None = None,
     ceilings: dict[str, float] | None = None,
+    mode: str = NON_INFERIORITY,
+    same_model: bool = False,
 ) -> Decision:
+    """Every gate of a candidate. ``differences`` (None: no champion yet) are the
+    paired comparisons with the champion, gated by ``margins`` in ``mode``."""
     return Decision(
         floor_gates(metrics, floors)
         + ceiling_gates(metrics, ceilings or {})
-        + regression_gates(metrics, champion, tolerances, champion_version)
+        + compare_gates(differences or {}, margins, mode, champion_version, same_model)
         + drift_gate(drift)
         + fairness_gates(metrics.get("fairness") or {}, max_fairness_gap)
     )

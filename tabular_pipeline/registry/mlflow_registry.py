@@ -126,12 +126,36 @@ def load_version(name: str, version: int) -> Any:
     return mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 
-def rescore(name: str, version: int, test: Any, target: str) -> dict[str, Any]:
-    """A registered version's test metrics on today's test split."""
-    from tabular_pipeline.evaluation.metrics import score
+def predictions(pipeline: Any, frame: Any, target: str, classes: list[str] | None = None) -> Any:
+    """A fitted pipeline's per-row predictions on ``frame`` (``resampling.Scored``).
 
+    ``classes``: the probability columns in this order (another version's
+    class order), so two models' probabilities pair column by column.
+    """
+    from tabular_pipeline.errors import PipelineError
+    from tabular_pipeline.evaluation import resampling
+    from tabular_pipeline.models.modeling import predict_proba, predict_values
+
+    if not hasattr(pipeline, "classes_"):
+        return resampling.regression(frame[target], predict_values(pipeline, frame, target))
+    proba, own = predict_proba(pipeline, frame, target)
+    if classes is not None and own != classes:
+        if sorted(own) != sorted(classes):
+            raise PipelineError(
+                f"register.compare: the champion's classes {own} differ from the candidate's "
+                f"{classes}; the two cannot be compared row by row (a label change: retire the "
+                "champion or relabel)"
+            )
+        proba, own = proba[:, [own.index(c) for c in classes]], list(classes)
+    return resampling.classification(frame[target], proba, own)
+
+
+def rescore(
+    name: str, version: int, test: Any, target: str, classes: list[str] | None = None
+) -> Any:
+    """A registered version's per-row predictions on today's test split."""
     log.info("re-scoring %s v%s on this test split", name, version)
-    return score(load_version(name, version), test, target)
+    return predictions(load_version(name, version), test, target, classes)
 
 
 def record_decision(

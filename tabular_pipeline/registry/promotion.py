@@ -6,10 +6,13 @@ unit-tested without a tracking store (``tests/test_registry_gates.py``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypedDict
 
-from tabular_pipeline.registry.gates import Decision, applies
+from tabular_pipeline.registry.gates import Decision, applies, error_control
+
+log = logging.getLogger(__name__)
 
 
 class DecisionHeadline(TypedDict):
@@ -28,6 +31,7 @@ class DecisionDetails(TypedDict):
     champion_version_before: int | None
     champion_version: int | None
     champion_rescored: dict[str, Any] | None
+    compare: dict[str, Any] | None
     gates: dict[str, dict[str, Any]]
     directions: dict[str, str]
     failures: list[str]
@@ -64,6 +68,41 @@ def champion_metrics(
     return rescore(champion_version)
 
 
+def resampling_units(test: Any, group_column: str | None) -> tuple[Any, str]:
+    """(groups to resample whole, or None; what is resampled, for the record).
+
+    Rows of one entity (``data.group_column``) are not independent: the
+    comparison then draws whole groups. A group column that the test split
+    does not have falls back to rows, said in the log and the record.
+    """
+    if group_column is None:
+        return None, "rows"
+    if group_column not in test.columns:
+        log.warning(
+            "data.group_column %r is not in the test split: the comparison resamples rows",
+            group_column,
+        )
+        return None, f"rows (data.group_column {group_column!r} is not in the test split)"
+    return test[group_column].to_numpy(), f"whole groups of {group_column}"
+
+
+def comparison_record(
+    compare: Any, compared: list[str], resampled: str, champion_version: int
+) -> dict[str, Any]:
+    """How the candidate was compared with the champion (``register.compare``), for the record."""
+    return {
+        "champion_version": champion_version,
+        "method": "paired percentile bootstrap: the same resampled test rows for both models",
+        "mode": compare.mode,
+        "margins": {k: float(compare.margins[k]) for k in compared},
+        "confidence": compare.confidence,
+        "n_resamples": compare.n_resamples,
+        "seed": compare.seed,
+        "resampled": resampled,
+        "error_control": error_control(compare.mode, compare.confidence),
+    }
+
+
 def drift_evidence(
     drift: dict[str, Any], drift_summary: dict[str, Any], required: bool
 ) -> dict[str, Any] | None:
@@ -83,8 +122,13 @@ def records(
     champion_before: int | None,
     champion: dict[str, Any] | None,
     compared: list[str],
+    comparison: dict[str, Any] | None = None,
 ) -> tuple[DecisionHeadline, DecisionDetails]:
-    """The two decision files: the headline metric and the details behind it."""
+    """The two decision files: the headline metric and the details behind it.
+
+    ``comparison``: how the paired comparison with the champion was made
+    (mode, level, draws, what was resampled, error control), None without one.
+    """
     champion_after = version if promote else champion_before
     details: DecisionDetails = {
         "decision": verdict,
@@ -97,6 +141,7 @@ def records(
             if champion is None or champion_before == version
             else {k: champion.get(k) for k in sorted(compared) if applies(k, champion)}
         ),
+        "compare": comparison,
         "gates": {g.name: g.as_dict() for g in decision.gates},
         "directions": decision.directions,
         "failures": [g.detail for g in decision.failures],

@@ -317,6 +317,7 @@ def to_markdown(card: dict[str, Any]) -> str:
             for k, g in dec["gates"].items()
         ],
     )
+    lines += _comparison(dec)
     lin = card["lineage"]
     lines += ["", "## Lineage", ""]
     lines += [f"- **{k}**: `{v}`" for k, v in lin.items() if not isinstance(v, dict)]
@@ -325,6 +326,35 @@ def to_markdown(card: dict[str, Any]) -> str:
             lines += [f"- **{k}**:"] + [f"  - `{p}`: `{h}`" for p, h in sorted(v.items())]
     lines.append("")
     return "\n".join(lines)
+
+
+def _comparison(dec: dict[str, Any]) -> list[str]:
+    """The paired comparison with the champion: Δ, its interval, the mode and margin."""
+    cmp = dec.get("compare")
+    if not cmp:
+        return []
+    level = f"{cmp['confidence']:.0%}".replace("%", " %")
+    lines = [
+        "",
+        f"Compared with champion v{cmp['champion_version']} on the same test rows "
+        f"({cmp['mode']}, {level} paired bootstrap intervals, {cmp['n_resamples']:,} draws of "
+        f"{cmp['resampled']}); {cmp['error_control']}.",
+        "",
+    ]
+    rows = [
+        [
+            k.split(".", 1)[1],
+            g["new"],
+            g["champion"],
+            g["delta"],
+            f"[{_fmt(g['low'])}, {_fmt(g['high'])}]",
+            g["margin"],
+            g["passed"],
+        ]
+        for k, g in dec["gates"].items()
+        if k.startswith("compare.")
+    ]
+    return lines + _table(["metric", "new", "champion", "Δ", "interval", "margin", "passed"], rows)
 
 
 def _regression_fairness(fair: dict[str, Any]) -> list[str]:
