@@ -11,7 +11,7 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
-from tabular_pipeline.models.features import build_featurizer, column_kinds, output_names
+from tabular_pipeline.models.features import column_kinds, featurizer_for, output_names
 
 log = logging.getLogger("featurize")
 
@@ -23,7 +23,7 @@ def main() -> None:
     cfg = parse_section(params, "featurize", FeaturizeConfig)
     train = stage.read_parquet(split_dir / "train.parquet")
     kinds = column_kinds(train, data.target, data.kinds, data.id_columns, data.schema)
-    featurizer = build_featurizer(kinds, cfg)
+    featurizer = featurizer_for(kinds, cfg)
     featurizer.fit(train.drop(columns=[data.target]))
     names = output_names(featurizer)
     stage.save_object(featurizer, Path(cfg.out))

@@ -23,7 +23,7 @@ import pytest
 
 from tabular_pipeline import compose
 from tabular_pipeline.config import DataConfig, FeaturizeConfig, load_params, parse_section
-from tabular_pipeline.models.features import build_featurizer, column_kinds
+from tabular_pipeline.models.features import build_featurizer, feature_columns
 from tabular_pipeline.models.modeling import build_estimator, fit_pipeline, task_model_cfg
 from tabular_pipeline.serving import package
 from tabular_pipeline.serving.runtime import ServingConfig
@@ -94,9 +94,9 @@ def test_bento_predicts_outside_the_project(model: str, task: str, tmp_path: Pat
     )
     target, other = ("value", "label") if task == "regression" else ("label", "value")
     train, test = toy(400, 0).drop(columns=[other]), toy(200, 1).drop(columns=[other])
-    featurizer = build_featurizer(
-        column_kinds(train, target), parse_section(params, "featurize", FeaturizeConfig)
-    )
+    numeric, categorical = feature_columns(train, target)
+    cfg = parse_section(params, "featurize", FeaturizeConfig)  # the model's preset
+    featurizer = build_featurizer(numeric, categorical, cfg)
     featurizer.fit(train.drop(columns=[target]))
     estimator = build_estimator(task_model_cfg(params["model"], task) | FAST.get(model, {}))
     pipeline = fit_pipeline(featurizer, estimator, train, target, valid=test)

@@ -13,7 +13,7 @@ from tabular_pipeline.data.schema_infer import infer_schema
 from tabular_pipeline.data.validation import validate_tables
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.explain.shap_values import feature_groups
-from tabular_pipeline.models.features import build_featurizer, column_kinds
+from tabular_pipeline.models.features import column_kinds, featurizer_for
 from tabular_pipeline.serving.schema import build_field_specs, frame_to_rows, rows_to_frame
 from tests.conftest import ROOT
 
@@ -95,7 +95,7 @@ def test_default_steps_per_kind_give_readable_attributable_features(model, tmp_p
     assert "customer_id" not in kinds and "account_no" not in kinds  # ids: never features
     assert kinds["iso_day"] == "datetime"  # from the dtype
     cfg = featurize_cfg(model, tmp_path)
-    featurizer = build_featurizer(kinds, cfg).fit(frame.drop(columns=["label"]))
+    featurizer = featurizer_for(kinds, cfg).fit(frame.drop(columns=["label"]))
     names = list(featurizer.get_feature_names_out())
     assert {"date__slash_day_month", "date__iso_day_total_seconds"} <= set(names)
     assert "high__merchant_00" in names and "text__review_29" in names
@@ -113,14 +113,14 @@ def test_default_steps_per_kind_give_readable_attributable_features(model, tmp_p
     date_block = [names[i] for i in groups[columns.index("slash_day")]]
     assert date_block and all(n.startswith("date__slash_day_") for n in date_block)
     # the same fit twice: seeded encoders give the same bits
-    again = build_featurizer(kinds, cfg).fit(frame.drop(columns=["label"]))
+    again = featurizer_for(kinds, cfg).fit(frame.drop(columns=["label"]))
     np.testing.assert_array_equal(X, again.transform(frame.drop(columns=["label"])))
 
 
 def test_request_schema_takes_dates_and_text_as_strings(tmp_path) -> None:
     frame = typed(planted(300))
     kinds = column_kinds(frame, "label", {"merchant": "high_cardinality"}, ["customer_id"])
-    featurizer = build_featurizer(kinds, featurize_cfg("hgb", tmp_path))
+    featurizer = featurizer_for(kinds, featurize_cfg("hgb", tmp_path))
     X = frame.drop(columns=["label"])
     featurizer.fit(X)
     cfg = DataConfig(name="t", raw_dir="r", schema="s.yaml", target="label")
@@ -140,7 +140,7 @@ def test_misconfigured_kinds_and_steps_are_named(tmp_path) -> None:
     cfg = featurize_cfg("hgb", tmp_path)
     cfg.steps["text"] = {"encode": None}
     with pytest.raises(PipelineError, match=r"featurize.steps.text: no steps for .*'review'"):
-        build_featurizer({"review": "text"}, cfg)
+        featurizer_for({"review": "text"}, cfg)
     cfg.steps["text"] = {"encode": {"_target_": "no.such.Encoder"}}
     with pytest.raises(PipelineError, match=r"featurize.steps.text.encode: cannot build"):
-        build_featurizer({"review": "text"}, cfg)
+        featurizer_for({"review": "text"}, cfg)

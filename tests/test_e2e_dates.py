@@ -72,7 +72,7 @@ def train_without(project: Path, column: str) -> dict[str, Any]:
     process: cheaper than a second `dvc repro` from ingest on."""
     from tabular_pipeline.config import FeaturizeConfig, load_params, parse_section
     from tabular_pipeline.evaluation.metrics import score
-    from tabular_pipeline.models.features import build_featurizer, column_kinds
+    from tabular_pipeline.models.features import column_kinds, featurizer_for
     from tabular_pipeline.models.modeling import build_estimator, fit_pipeline, task_model_cfg
 
     params = load_params(project / "params.yaml")
@@ -80,7 +80,7 @@ def train_without(project: Path, column: str) -> dict[str, Any]:
         pd.read_parquet(project / f"data/split/{name}.parquet").drop(columns=[column])
         for name in ("train", "valid")
     )
-    featurizer = build_featurizer(
+    featurizer = featurizer_for(
         column_kinds(train, "busy"), parse_section(params, "featurize", FeaturizeConfig)
     ).fit(train.drop(columns=["busy"]))
     estimator = build_estimator(task_model_cfg(params["model"], "binary"), "binary")

@@ -7,7 +7,7 @@ import pytest
 from tabular_pipeline.config import FeaturizeConfig
 from tabular_pipeline.data.split import make_splits
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.models.features import build_featurizer, column_kinds, feature_columns
+from tabular_pipeline.models.features import build_featurizer, feature_columns
 from tests.conftest import shipped
 
 
@@ -43,9 +43,7 @@ def test_featurizer_imputes_scales_and_tolerates_unknown_categories(
     numeric, categorical = feature_columns(toy_frame, "label")
     assert numeric == ["num", "count"]
     assert categorical == ["colour"]
-    featurizer = build_featurizer(
-        column_kinds(toy_frame, "label"), shipped("featurize", FeaturizeConfig)
-    )
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig))
     featurizer.fit(toy_frame.drop(columns=["label"]))
     unseen = pd.DataFrame({"num": [np.nan], "count": [3], "colour": pd.Categorical(["purple"])})
     out = featurizer.transform(unseen)
@@ -62,6 +60,5 @@ def test_featurizer_constant_imputation_keeps_missing_as_a_category(
     cfg = shipped("featurize", FeaturizeConfig)
     cfg.steps["categorical"]["impute"] |= {"strategy": "constant", "fill_value": "__missing__"}
     cfg.steps["categorical"]["onehot"]["min_frequency"] = None
-    kinds = {"num": "numeric", "colour": "categorical"}
-    featurizer = build_featurizer(kinds, cfg).fit(frame[["num", "colour"]])
+    featurizer = build_featurizer(["num"], ["colour"], cfg).fit(frame.drop(columns=["label"]))
     assert "cat__colour___missing__" in featurizer.get_feature_names_out()

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from tabular_pipeline.config import FeaturizeConfig, TrainConfig
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.models import distributed, tune
-from tabular_pipeline.models.features import build_featurizer, column_kinds
+from tabular_pipeline.models.features import build_featurizer, feature_columns
 from tabular_pipeline.models.modeling import (
     accepts_eval_set,
     fit_pipeline,
@@ -141,8 +141,8 @@ def test_pipeline_passes_eval_set_only_to_models_that_take_it(
 ) -> None:
     assert accepts_eval_set(TorchMLPClassifier())
     assert not accepts_eval_set(LogisticRegression())
-    kinds = column_kinds(toy_frame, "label")
-    featurizer = build_featurizer(kinds, shipped("featurize", FeaturizeConfig)).fit(
+    numeric, categorical = feature_columns(toy_frame, "label")
+    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig)).fit(
         toy_frame.drop(columns=["label"])
     )
     train, valid = toy_frame.iloc[:90], toy_frame.iloc[90:]

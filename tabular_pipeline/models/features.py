@@ -98,7 +98,15 @@ def _single_column(step: Any) -> bool:
     return isinstance(step, SingleColumnTransformer)
 
 
-def build_featurizer(kinds: dict[str, str], cfg: FeaturizeConfig) -> ColumnTransformer:
+def build_featurizer(
+    numeric: list[str], categorical: list[str], cfg: FeaturizeConfig
+) -> ColumnTransformer:
+    """The featurizer of numeric and categorical columns (see :func:`featurizer_for`)."""
+    kinds = dict.fromkeys(numeric, "numeric") | dict.fromkeys(categorical, "categorical")
+    return featurizer_for(kinds, cfg)
+
+
+def featurizer_for(kinds: dict[str, str], cfg: FeaturizeConfig) -> ColumnTransformer:
     """One block per kind present: its configured steps, in order, on its columns."""
     transformers = []
     for kind in COLUMN_KINDS:
