@@ -144,3 +144,24 @@ def test_misconfigured_kinds_and_steps_are_named(tmp_path) -> None:
     cfg.steps["text"] = {"encode": {"_target_": "no.such.Encoder"}}
     with pytest.raises(PipelineError, match=r"featurize.steps.text.encode: cannot build"):
         featurizer_for({"review": "text"}, cfg)
+
+
+def test_drift_compares_dates_as_moments_in_time() -> None:
+    from tabular_pipeline.monitoring.drift import prepare
+
+    class Fixed:
+        classes_ = np.array(["a", "b"])
+
+        def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+            return np.tile([0.4, 0.6], (len(X), 1))
+
+    rng = np.random.default_rng(0)
+    day = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 900, 60), unit="D")
+    frame = pd.DataFrame({"day": day, "x": rng.normal(size=60), "label": "a"})
+    current = frame.copy()
+    current.loc[3, "day"] = pd.NaT
+    cfg = DataConfig(name="t", raw_dir="r", schema="s", target="label", types={"day": "datetime"})
+    ref, cur, columns = prepare(frame, current, cfg, Fixed(), 1000, 0)
+    assert "day" in columns.numerical
+    assert ref["day"].iloc[0] == (day[0] - pd.Timestamp(0)).total_seconds()
+    assert cur["day"].isna().sum() == 1
