@@ -62,7 +62,6 @@ def test_date_column_by_config_gives_calendar_features_that_help(tmp_path: Path)
     assert explained["top_features"][0]["feature"] == "visit_date"
     with_date = json.loads((project / "metrics/train.json").read_text())["valid"]
     without = train_without(project, "visit_date")
-    print("valid with the date:", with_date, "without:", without)
     assert with_date["roc_auc"] > without["roc_auc"] + 0.1, (with_date, without)
     assert with_date["log_loss"] < without["log_loss"]
 
