@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tabular_pipeline.serving.package import MODEL_FILE
 from tests.conftest import git, run
 from tests.test_template import (  # noqa: F401  (template_repo is a fixture)
     ANSWERS,
@@ -140,7 +141,7 @@ def test_users_code_runs_through_package_and_survives_update(
     assert (src / "user/features.py").is_file() and (src / "user/models.py").is_file()
     requirements = (bento / "env/python/requirements.txt").read_text()
     assert "scikit-learn==" in requirements
-    (stored,) = (bento / "models").glob("shop-champion/*/model.joblib")
+    (stored,) = (bento / "models").glob(f"*-champion/*/{MODEL_FILE}")
 
     rows = project / "data/split/test.parquet"
     site = sysconfig.get_paths()["purelib"]
