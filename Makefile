@@ -11,6 +11,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
+# Your own dependencies (docs/your-code.md): yours, never touched by `copier update`.
+USER_REQS := requirements/user.txt
 BASE ?= main
 # The environment's dvc when there is one (also in test copies without .venv).
 DVC := $(or $(wildcard $(BIN)/dvc),dvc)
@@ -54,7 +56,7 @@ endif
 # at other versions: hence unsafe-best-match, pip's own behaviour). torch is
 # pinned as 2.13.0+cpu, so no index can substitute a CUDA build. uv itself comes
 # from the lock; if it cannot be installed or fails, pip installs the lock.
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml $(wildcard $(USER_REQS))
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version.split()[0]}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@links="$${PIP_FIND_LINKS:-$$($(BIN)/python -m pip config get global.find-links 2>/dev/null)}"; \
@@ -66,6 +68,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	       --index-strategy unsafe-best-match $$uv_opts -r $(LOCK); } \
 	|| { echo "uv could not install the lock; installing it with pip" >&2; \
 	     $(BIN)/python -m pip install --quiet -r $(LOCK); }
+	@if grep -qEv '^[[:space:]]*(#|$$)' $(USER_REQS) 2>/dev/null; then set -x; \
+	  $(BIN)/python -m pip install --quiet -r $(USER_REQS) -c $(LOCK); fi
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -169,7 +173,7 @@ report: env
 lock:
 	rm -rf .lockenv
 	$(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install --quiet -e ".[dev,catboost]"
+	.lockenv/bin/python -m pip install --quiet -e ".[dev,catboost]" $(if $(wildcard $(USER_REQS)),-r $(USER_REQS))
 	{ echo "# Exact, tested dependency set for Python 3.11 (linux x86_64), CPU-only torch."; \
 	  echo "# Regenerate with \`make lock\` after changing pyproject.toml; never edit by hand."; \
 	  .lockenv/bin/python -m pip freeze --exclude-editable; } > $(LOCK)

@@ -5,41 +5,43 @@ from pathlib import Path
 
 from tabular_pipeline import stage
 from tabular_pipeline.config import (
-    DataConfig,
     FeaturizeConfig,
     SplitConfig,
+    load_data_config,
     load_params,
     parse_section,
 )
-from tabular_pipeline.models.features import build_featurizer, feature_columns
+from tabular_pipeline.models.features import column_kinds, featurizer_for, output_names
 
 log = logging.getLogger("featurize")
 
 
 def main() -> None:
     params = load_params()
-    data = parse_section(params, "data", DataConfig)
+    data = load_data_config(params)
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     cfg = parse_section(params, "featurize", FeaturizeConfig)
     train = stage.read_parquet(split_dir / "train.parquet")
-    numeric, categorical = feature_columns(train, data.target)
-    featurizer = build_featurizer(numeric, categorical, cfg)
+    kinds = column_kinds(train, data.target, data.kinds, data.id_columns, data.schema)
+    featurizer = featurizer_for(kinds, cfg)
     featurizer.fit(train.drop(columns=[data.target]))
-    names = [str(n) for n in featurizer.get_feature_names_out()]
+    names = output_names(featurizer)
     stage.save_object(featurizer, Path(cfg.out))
+    by_kind = {k: [c for c, v in kinds.items() if v == k] for k in dict.fromkeys(kinds.values())}
     stage.write_json(
         Path(cfg.features_out),
         {
-            "numeric": numeric,
-            "categorical": categorical,
+            "numeric": by_kind.get("numeric", []),
+            "categorical": [c for c, k in kinds.items() if k != "numeric"],
+            "kinds": kinds,
+            "ids": [c for c in data.id_columns if c in train.columns],
             "n_features_out": len(names),
             "features_out": names,
         },
     )
     log.info(
-        "%d numeric + %d categorical columns -> %d features",
-        len(numeric),
-        len(categorical),
+        "%s -> %d features",
+        ", ".join(f"{len(cols)} {kind}" for kind, cols in by_kind.items()),
         len(names),
     )
 

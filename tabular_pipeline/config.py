@@ -72,12 +72,17 @@ class SchemaConfig:
     """
 
     types: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
     max_null_frac: float = DEFAULT_MAX_NULL_FRAC
 
 
-SCHEMA_KEYS = ("types", "expect", "max_null_frac")
-COLUMN_TYPES = ("int", "float", "category", "bool", "string")
+SCHEMA_KEYS = ("types", "kinds", "expect", "max_null_frac")
+COLUMN_TYPES = ("int", "float", "category", "bool", "string", "datetime")
+# How featurize treats a column (schema ``kinds``; undeclared: from its dtype,
+# see tabular_pipeline.models.features.column_kinds). Each kind has its own
+# ordered steps in ``featurize.steps``.
+COLUMN_KINDS = ("numeric", "categorical", "high_cardinality", "datetime", "text")
 
 
 @dataclass
@@ -112,7 +117,11 @@ class DataConfig:
     rename: dict[str, str] = field(default_factory=dict)
     label_map: dict[Any, Any] = field(default_factory=dict)
     drop: list[str] = field(default_factory=list)
+    time_column: str | None = None  # orders the rows: the split's time axis
+    group_column: str | None = None  # entity: never on two sides of a split
+    id_columns: list[str] = field(default_factory=list)  # identifiers: never features
     types: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # from the schema file
     labels: list[Any] = field(default_factory=list)
     positive_label: Any = None
     expect: dict[str, ColumnExpect] = field(default_factory=dict)
@@ -150,30 +159,22 @@ class SplitConfig:
 
 
 @dataclass
-class NumericFeatures:
-    impute: str
-    scale: bool
-
-    def __post_init__(self) -> None:
-        _one_of("numeric.impute", self.impute, ("mean", "median", "most_frequent"))
-
-
-@dataclass
-class CategoricalFeatures:
-    impute: str
-    min_frequency: int | None
-    max_categories: int | None
-
-    def __post_init__(self) -> None:
-        _one_of("categorical.impute", self.impute, ("most_frequent",))
-
-
-@dataclass
 class FeaturizeConfig:
+    """``steps``: column kind -> {step name: {_target_, arguments} or null (step off)}."""
+
     out: str
     features_out: str
-    numeric: NumericFeatures
-    categorical: CategoricalFeatures
+    steps: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        for kind, steps in self.steps.items():
+            _one_of("featurize.steps", kind, COLUMN_KINDS)
+            for name, spec in (steps or {}).items():
+                if spec is not None and not (isinstance(spec, dict) and "_target_" in spec):
+                    raise ValueError(
+                        f"featurize.steps.{kind}.{name}: expected a mapping with _target_ "
+                        f"(a class path and its arguments) or null, got {spec!r}"
+                    )
 
 
 @dataclass
@@ -343,6 +344,12 @@ def load_schema(path: Path) -> SchemaConfig:
                 f"{path}: types.{column}: unknown type {kind!r} (expected one of "
                 f"{list(COLUMN_TYPES)})"
             )
+    for column, kind in obj.kinds.items():
+        if kind not in COLUMN_KINDS:
+            raise PipelineError(
+                f"{path}: kinds.{column}: unknown kind {kind!r} (expected one of "
+                f"{list(COLUMN_KINDS)})"
+            )
     return obj
 
 
@@ -363,6 +370,7 @@ def load_data_config(params: dict[str, Any]) -> DataConfig:
     cfg = parse_section(params, "data", DataConfig)
     schema = load_schema(Path(cfg.schema))
     cfg.types, cfg.expect, cfg.max_null_frac = schema.types, schema.expect, schema.max_null_frac
+    cfg.kinds = schema.kinds
     return cfg
 
 

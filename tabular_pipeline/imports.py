@@ -20,7 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-PROJECT_PACKAGES = ("tabular_pipeline", "stages")
+# `user` is the generated project's own package (docs/your-code.md): its classes in a
+# model ship in the Bento like the template's.
+PROJECT_PACKAGES = ("tabular_pipeline", "stages", "user")
 
 
 def imports_of(root: Path, rel: Path) -> Iterable[tuple[str, tuple[str, ...]]]:

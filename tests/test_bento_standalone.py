@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline import compose
-from tabular_pipeline.config import DataConfig, FeaturizeConfig, load_params
+from tabular_pipeline.config import DataConfig, FeaturizeConfig, load_params, parse_section
 from tabular_pipeline.models.features import build_featurizer, feature_columns
 from tabular_pipeline.models.modeling import build_estimator, fit_pipeline, task_model_cfg
 from tabular_pipeline.serving import package
@@ -100,7 +100,8 @@ def test_bento_predicts_outside_the_project(model: str, task: str, tmp_path: Pat
     target, other = ("value", "label") if task == "regression" else ("label", "value")
     train, test = toy(400, 0).drop(columns=[other]), toy(200, 1).drop(columns=[other])
     numeric, categorical = feature_columns(train, target)
-    featurizer = build_featurizer(numeric, categorical, shipped("featurize", FeaturizeConfig))
+    cfg = parse_section(params, "featurize", FeaturizeConfig)  # the model's preset
+    featurizer = build_featurizer(numeric, categorical, cfg)
     featurizer.fit(train.drop(columns=[target]))
     estimator = build_estimator(task_model_cfg(params["model"], task) | FAST.get(model, {}))
     pipeline = fit_pipeline(featurizer, estimator, train, target, valid=test)

@@ -14,6 +14,7 @@ from sklearn.base import is_regressor
 
 from tabular_pipeline import compose, sections
 from tabular_pipeline.config import (
+    SCHEMA_KEYS,
     DataConfig,
     IngestConfig,
     SplitConfig,
@@ -203,7 +204,7 @@ def test_data_defaults_are_conf_base_data() -> None:
 
     base = yaml.safe_load((ROOT / "conf/base/data.yaml").read_text())
     hints = typing.get_type_hints(DataConfig)
-    schema_filled = {"types", "expect", "max_null_frac"}  # from the schema file, not params
+    schema_filled = set(SCHEMA_KEYS)  # from the schema file, not params
     assert set(base) == {f.name for f in dataclasses.fields(DataConfig)} - schema_filled
     for f in dataclasses.fields(DataConfig):
         if f.name in schema_filled:
@@ -234,7 +235,8 @@ def test_every_shipped_section_parses() -> None:
         ("package", "challenger", {"rev": None, "share": 1.5}, r"challenger.share: 1.5"),
         ("tune", "metric", "f1", r"section 'tune': metric: 'f1' is not one of"),
         ("split", "valid_size", 0.0, r"section 'split': valid_size: 0.0 must be in"),
-        ("featurize", "numeric", {"impute": "mode", "scale": True}, r"numeric.impute: 'mode'"),
+        ("featurize", "steps", {"dates": {}}, r"featurize.steps: 'dates' is not one of"),
+        ("featurize", "steps", {"numeric": {"scale": "yes"}}, r"steps.numeric.scale: expected"),
         ("drift", "gate", {"max_drift_share": 2}, r"gate.max_drift_share: 2"),
     ],
 )

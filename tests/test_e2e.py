@@ -94,7 +94,7 @@ def test_noop_repro_runs_nothing_and_is_fast(dvc) -> None:
 # reports after compose; DVC then re-runs everything downstream of them).
 CONF_EDITS = [
     ("conf/config.yaml", "valid_size: 0.2 ", "valid_size: 0.25 ", {"split"}),
-    ("conf/config.yaml", "min_frequency: 10 ", "min_frequency: 5 ", {"featurize"}),
+    ("conf/featurize/scaled.yaml", "min_frequency: 10 ", "min_frequency: 5 ", {"featurize"}),
     ("conf/config.yaml", "n_trials: 20 ", "n_trials: 5 ", {"tune"}),
     ("conf/config.yaml", "nproc_per_node: 1", "nproc_per_node: 2", {"train"}),
     ("conf/config.yaml", "n_resamples: 1000", "n_resamples: 200", {"evaluate"}),

@@ -58,7 +58,7 @@ def test_featurizer_constant_imputation_keeps_missing_as_a_category(
     frame["colour"] = frame["colour"].cat.add_categories([]).astype(object)
     frame.loc[::4, "colour"] = np.nan
     cfg = shipped("featurize", FeaturizeConfig)
-    cfg.categorical.impute = "constant"
-    cfg.categorical.min_frequency = None
+    cfg.steps["categorical"]["impute"] |= {"strategy": "constant", "fill_value": "__missing__"}
+    cfg.steps["categorical"]["onehot"]["min_frequency"] = None
     featurizer = build_featurizer(["num"], ["colour"], cfg).fit(frame.drop(columns=["label"]))
     assert "cat__colour___missing__" in featurizer.get_feature_names_out()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tabular_pipeline.config import COLUMN_TYPES, DataConfig
+from tabular_pipeline.data.dates import parse_dates
 from tabular_pipeline.data.reader import read_user_table
 from tabular_pipeline.data.task import as_number, resolve_task
 from tabular_pipeline.errors import PipelineError
@@ -84,6 +85,22 @@ def _to_bool_float(series: pd.Series, column: str) -> pd.Series:
     return mapped.astype("float64")
 
 
+def _to_datetime(series: pd.Series, column: str) -> pd.Series:
+    """Declared dates, or the column untouched (validate names the values that do not parse)."""
+    parsed = parse_dates(series)
+    bad = series.notna() & parsed.isna()
+    if bad.any():
+        examples = series[bad].astype(str).unique()[:3].tolist()
+        log.warning(
+            "column %r: %d value(s) are not dates, e.g. %s; left as text",
+            column,
+            int(bad.sum()),
+            examples,
+        )
+        return series.astype(object).where(series.notna(), other=float("nan"))
+    return parsed
+
+
 def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
     """Cast to the declared kind, or leave the column untouched for validate to reject."""
     if kind in NUMERIC_TYPES:
@@ -112,6 +129,8 @@ def _cast(series: pd.Series, kind: str, column: str) -> pd.Series:
         return series.astype(object).where(series.notna(), other=float("nan"))
     if kind == "bool":
         return _to_bool_float(series, column)
+    if kind == "datetime":
+        return _to_datetime(series, column)
     raise PipelineError(
         f"schema types.{column}: unknown type {kind!r} (expected one of {list(COLUMN_TYPES)})"
     )
@@ -125,6 +144,11 @@ def _stored_type_problem(series: pd.Series, kind: str) -> str | None:
         return "nested or binary values"
     if kind in ("category", "string"):
         return None
+    if kind == "datetime":
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            return None
+        bad = present[parse_dates(present).isna()]
+        return None if bad.empty else f"{dtype} values such as {bad.astype(str).unique()[:3].tolist()}"
     if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
         return f"{dtype} values"
     if kind == "bool":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pandas as pd
 import yaml
 
 from tabular_pipeline.config import DataConfig, load_params, parse_section
+from tabular_pipeline.data.dates import parse_dates
 from tabular_pipeline.data.ingest import check_inside, normalize
 from tabular_pipeline.data.reader import read_user_table, table_format
 from tabular_pipeline.errors import PipelineError
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 # Text columns with at most this many distinct values become categories (with
 # their values listed); wider ones are free text (`string`, no value check).
 MAX_CATEGORIES = 50
+# A column whose every value differs is an identifier when its name says so
+# (customer_id, uuid, key) or its values are short single tokens; free text
+# has words. Proposed for data.id_columns (never a feature), not decided.
+ID_NAME = re.compile(r"(^|_)(id|ids|uuid|guid|key|code|number|no)$")
+MIN_ROWS_FOR_ID = 20
 
 
 def _null_ceiling(frac: float) -> float:
@@ -57,10 +64,40 @@ def infer_column(series: pd.Series) -> tuple[str | None, dict[str, Any]]:
         return kind, expect
     if pd.api.types.is_bool_dtype(series):
         return "bool", expect
+    if looks_like_dates(present):
+        return "datetime", expect
     values = sorted({str(v) for v in present})
     if len(values) <= MAX_CATEGORIES:
         return "category", {"categories": values}
     return "string", expect
+
+
+def looks_like_dates(present: pd.Series) -> bool:
+    """Every value parses as a date, and they are not plain numbers (a year, a count)."""
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return True
+    text = present.astype(str)
+    if text.empty or pd.to_numeric(text, errors="coerce").notna().any():
+        return False
+    return bool(parse_dates(text).notna().all())
+
+
+def infer_kind(series: pd.Series, column: str, kind: str | None) -> tuple[str, bool]:
+    """The featurizing kind of a column with inferred ``kind``, and whether it looks like an id."""
+    present = series.dropna()
+    unique = len(present) >= MIN_ROWS_FOR_ID and present.nunique() == len(present)
+    id_name = bool(ID_NAME.search(column))
+    if kind in ("int", "float", "bool"):
+        return "numeric", unique and kind == "int" and id_name
+    if kind == "datetime":
+        return "datetime", False
+    if kind == "category" or kind is None:
+        return "categorical", False
+    text = present.astype(str)
+    wordy = bool(text.str.contains(r"\s").mean() > 0.5)
+    if unique and (id_name or not wordy):
+        return "high_cardinality", True
+    return ("text" if wordy else "high_cardinality"), False
 
 
 def infer_schema(frames: list[pd.DataFrame], target: str) -> dict[str, Any]:
@@ -71,11 +108,16 @@ def infer_schema(frames: list[pd.DataFrame], target: str) -> dict[str, Any]:
     """
     frame = pd.concat(frames, ignore_index=True)
     types: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    ids: list[str] = []
     expect: dict[str, dict[str, Any]] = {}
     for column in frame.columns:
         if column == target:
             continue
         kind, spec = infer_column(frame[column])
+        kinds[column], is_id = infer_kind(frame[column], str(column), kind)
+        if is_id:
+            ids.append(column)
         null_frac = max(
             float(f[column].isna().mean()) if column in f else 1.0 for f in frames if len(f)
         )
@@ -85,7 +127,7 @@ def infer_schema(frames: list[pd.DataFrame], target: str) -> dict[str, Any]:
             types[column] = kind
         if spec:
             expect[column] = spec
-    return {"types": types, "max_null_frac": 0.0, "expect": expect}
+    return {"types": types, "kinds": kinds, "ids": ids, "max_null_frac": 0.0, "expect": expect}
 
 
 def render(schema: dict[str, Any], name: str, sources: list[str], rows: int) -> str:
@@ -97,14 +139,29 @@ def render(schema: dict[str, Any], name: str, sources: list[str], rows: int) -> 
         "# null fractions are what this sample happened to contain, not rules. Widen",
         "# what new data may legitimately exceed, drop what you do not want checked.",
         "#",
-        "#   types:          column -> int | float | category | bool | string",
+        "#   types:          column -> int | float | category | bool | string | datetime",
+        "#   kinds:          column -> numeric | categorical | high_cardinality | datetime | text",
+        "#                   (how featurize encodes it: featurize.steps.<kind>, docs/columns.md)",
         "#   max_null_frac:  default null-rate ceiling for every feature column",
         "#   expect:         column -> {min, max, categories, max_null_frac}",
     ]
+    ids = schema.get("ids", [])
+    if ids:
+        header += [
+            "#",
+            f"# Every value differs in {', '.join(ids)}: identifiers? If so, add them to",
+            f"# data.id_columns in conf/data/{name}.yaml (kept, never a feature).",
+        ]
     lines = ["types:"]
     lines += [f"  {yaml_key(c)}: {k}" for c, k in schema["types"].items()]
     if not schema["types"]:
         lines[-1] = "types: {}"
+    kinds = schema.get("kinds", {})
+    lines.append("kinds:" if kinds else "kinds: {}")
+    lines += [
+        f"  {yaml_key(c)}: {k}" + ("  # looks like an id: data.id_columns?" if c in ids else "")
+        for c, k in kinds.items()
+    ]
     lines.append(f"max_null_frac: {schema['max_null_frac']}")
     lines.append("expect:" if schema["expect"] else "expect: {}")
     for column, spec in schema["expect"].items():
@@ -164,6 +221,13 @@ def write_schema(params: dict[str, Any], force: bool = False) -> Path:
         len(schema["types"]),
         rows,
     )
+    if schema["ids"]:
+        log.warning(
+            "every value differs in %s: if identifiers, add them to data.id_columns in "
+            "conf/data/%s.yaml so they are never used as features",
+            schema["ids"],
+            data.name,
+        )
     return path
 
 

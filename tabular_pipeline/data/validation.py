@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from tabular_pipeline.config import DataConfig
+from tabular_pipeline.data.dates import parse_dates
 from tabular_pipeline.data.task import check_declared, check_task, task_of_frame
 from tabular_pipeline.errors import PipelineError
 
@@ -31,6 +32,8 @@ TYPE_NAMES = {
     "float": ["float", "float64"],
     "bool": ["float", "float64"],  # ingest stores booleans as 0.0/1.0 (NaN when missing)
     "string": ["str"],
+    # ingest parses dates to datetime64; a column with a value that does not parse stays text
+    "datetime": ["datetime64", "datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"],
 }
 CATEGORY_TYPE = "CategoricalDtypeType"
 # Data Docs show the run time and name pages after it; a fixed one keeps the
@@ -139,7 +142,11 @@ def _observed(item: Any, frame: pd.DataFrame) -> str:
         series = frame[column]
         text = f"dtype {series.dtype}"
         sample = res.get("partial_unexpected_list")
-        if series.dtype == object:
+        if "datetime64" in cfg.kwargs.get("type_list", []):
+            bad = series[series.notna() & parse_dates(series).isna()]
+            text = f"{len(bad)} value(s) are not dates ({text})"
+            sample = bad.astype(str).unique()[:3].tolist()
+        elif series.dtype == object:
             bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()]
             if len(bad):
                 sample = bad.astype(str).unique()[:3].tolist()

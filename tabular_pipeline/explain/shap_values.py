@@ -138,12 +138,33 @@ def _onehot_widths(encoder: Any, n_columns: int) -> list[int]:
     return [int(w) for w in widths]
 
 
+def _widths_by_name(transformer: Any, columns: list[str], width: int) -> list[int] | None:
+    """Outputs per input column when each output is named ``<column>_<part>`` in input
+    order (skrub's encoders, one-hot-like user steps); None when the names do not say."""
+    try:
+        names = [str(n) for n in transformer.get_feature_names_out()]
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if len(names) != width:
+        return None
+    owners = []
+    for name in names:
+        matches = [c for c in columns if name == c or name.startswith(f"{c}_")]
+        if not matches:
+            return None
+        owners.append(max(matches, key=len))  # "a_b_year" is a_b's, not a's
+    widths = [owners.count(c) for c in columns]
+    expected = [c for c, w in zip(columns, widths, strict=True) for _ in range(w)]
+    return widths if owners == expected else None
+
+
 def feature_groups(featurizer: Any) -> tuple[list[str], list[np.ndarray]]:
     """Input columns and, for each, the featurizer output columns it produced.
 
     Reads the fitted ColumnTransformer's ``output_indices_``: a transformer
     whose width equals its inputs maps one to one; a OneHotEncoder maps each
-    input to its category block. Anything else cannot be attributed to a column.
+    input to its category block; other encoders by their output names
+    (``<column>_<part>``). Anything else cannot be attributed to a column.
     """
     if not hasattr(featurizer, "output_indices_"):
         raise ExplainError("explain: the featurizer is not a fitted ColumnTransformer")
@@ -160,6 +181,8 @@ def feature_groups(featurizer: Any) -> tuple[list[str], list[np.ndarray]]:
             widths = _onehot_widths(last, len(columns))
         elif width == len(columns):
             widths = [1] * len(columns)
+        elif (by_name := _widths_by_name(transformer, columns, width)) is not None:
+            widths = by_name  # date parts, string-encoder components: <column>_<part>
         else:
             raise ExplainError(
                 f"explain: featurizer block {name!r} maps {len(columns)} columns to {width}: "

@@ -86,6 +86,8 @@ def read_batch(path: Path, data: DataConfig, task: str | None = None) -> pd.Data
 
 def _kind(frame: pd.DataFrame, column: str, declared: dict[str, str]) -> str:
     kind = declared.get(column)
+    if kind == "datetime" or pd.api.types.is_datetime64_any_dtype(frame[column]):
+        return "numerical"  # compared as seconds since the epoch (see prepare)
     if kind is not None:
         return "numerical" if kind in NUMERIC_KINDS else "categorical"
     return "numerical" if pd.api.types.is_numeric_dtype(frame[column]) else "categorical"
@@ -147,6 +149,10 @@ def prepare(
     cur = _sample(current[features + ([served] if served else [])], max_rows, seed)
     served_values = cur.pop(served) if served else None
     for column in features:
+        if pd.api.types.is_datetime64_any_dtype(ref[column]):
+            for side in (ref, cur):
+                moments = pd.to_datetime(side[column], errors="coerce")
+                side[column] = (moments - pd.Timestamp(0)) / pd.Timedelta(seconds=1)
         if _kind(ref, column, data.types) == "categorical":
             # Same dtype on both sides: a category dtype with different
             # categories would make Evidently treat the sides differently.

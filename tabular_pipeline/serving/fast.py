@@ -259,6 +259,9 @@ class FastPredictor:
             "default",
         ):
             raise Unsupported("featurizer with set_output")
+        strings = [s.name for s in self.specs if s.kind in ("datetime", "text")]
+        if strings:
+            raise Unsupported(f"date/text columns {strings}")
         self.numeric: list[_Numeric] = []
         self.categorical: list[_Categorical] = []
         start = 0

@@ -22,7 +22,10 @@ from sklearn.preprocessing import OneHotEncoder
 from tabular_pipeline.config import DataConfig
 from tabular_pipeline.errors import PipelineError
 
-KINDS = ("number", "integer", "boolean", "category")
+KINDS = ("number", "integer", "boolean", "category", "datetime", "text")
+# featurizer blocks (tabular_pipeline.models.features.BLOCK_NAMES) whose inputs are
+# strings in a request: an ISO 8601 date/time, or free text / many-valued categories
+STRING_BLOCKS = {"date": "datetime", "high": "text", "text": "text"}
 MAX_INT = 2**53  # integers beyond this do not convert to float64 exactly (or at all)
 MAX_TEXT = 1000
 
@@ -78,9 +81,20 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _string_kinds(featurizer: ColumnTransformer) -> dict[str, str]:
+    """Columns of the date and text blocks -> their request kind."""
+    return {
+        str(column): STRING_BLOCKS[name]
+        for name, transformer, columns in featurizer.transformers_
+        if name in STRING_BLOCKS and transformer != "drop" and not isinstance(columns, slice)
+        for column in columns
+    }
+
+
 def build_field_specs(featurizer: ColumnTransformer, data: DataConfig) -> list[FieldSpec]:
     """The request fields of a pipeline, in the featurizer's column order."""
     specs = []
+    strings = _string_kinds(featurizer) if hasattr(featurizer, "transformers_") else {}
     for column, categories in featurizer_columns(featurizer).items():
         expect = data.expect.get(column)
         null_frac = (
@@ -89,7 +103,9 @@ def build_field_specs(featurizer: ColumnTransformer, data: DataConfig) -> list[F
             else data.max_null_frac
         )
         declared = str(data.types.get(column, "")).lower()
-        if categories is not None:
+        if column in strings:
+            kind = strings[column]
+        elif categories is not None:
             kind = "category"
         elif declared == "int":
             kind = "integer"
@@ -128,6 +144,13 @@ def request_model(specs: list[FieldSpec], name: str = "Row") -> type[Any]:
             desc = "category; unknown values are treated as the featurizer's infrequent group"
             if spec.categories:
                 desc += f"; trained on: {', '.join(spec.categories[:50])}"
+        elif spec.kind == "datetime":
+            base = Annotated[str, Field(max_length=64)]
+            extra["examples"] = ["2024-01-31", "2024-01-31T12:30:00"]
+            desc = "date or date-time, ISO 8601"
+        elif spec.kind == "text":
+            base = Annotated[str, Field(max_length=MAX_TEXT)]
+            desc = "text (or a category with many values)"
         elif spec.kind == "integer":
             base = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
             desc = "integer"
@@ -157,11 +180,16 @@ def rows_to_frame(rows: list[dict[str, Any]], specs: list[FieldSpec]) -> pd.Data
     columns: dict[str, Any] = {}
     for spec in specs:
         values = [row.get(spec.name) for row in rows]
-        if spec.kind == "category":
+        if spec.kind in ("category", "text"):
             # NaN, not None: the featurizer's imputer looks for NaN (as Parquet gives it)
             columns[spec.name] = pd.Series(
                 [np.nan if v is None else v for v in values], dtype=object
             )
+        elif spec.kind == "datetime":
+            # a value that does not parse is missing (NaT), as ingest would leave it to validate
+            columns[spec.name] = pd.to_datetime(
+                pd.Series(values, dtype=object), errors="coerce", format="ISO8601"
+            ).astype("datetime64[ns]")
         else:
             columns[spec.name] = np.array(
                 [np.nan if v is None else float(v) for v in values], dtype=np.float64
@@ -176,8 +204,10 @@ def frame_to_rows(frame: pd.DataFrame, specs: list[FieldSpec]) -> list[dict[str,
         for row, value in zip(rows, frame[spec.name].tolist(), strict=True):
             if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
                 row[spec.name] = None
-            elif spec.kind == "category":
+            elif spec.kind in ("category", "text"):
                 row[spec.name] = str(value)
+            elif spec.kind == "datetime":
+                row[spec.name] = pd.Timestamp(value).isoformat()
             elif spec.kind == "integer":
                 row[spec.name] = int(value)
             elif spec.kind == "boolean":
@@ -189,13 +219,22 @@ def frame_to_rows(frame: pd.DataFrame, specs: list[FieldSpec]) -> list[dict[str,
 
 def openapi_row(specs: list[FieldSpec]) -> dict[str, Any]:
     """The row schema in OpenAPI 3.0 terms (``nullable``), which BentoML's spec loses."""
-    kinds = {"integer": "integer", "number": "number", "boolean": "boolean", "category": "string"}
+    kinds = {
+        "integer": "integer",
+        "number": "number",
+        "boolean": "boolean",
+        "category": "string",
+        "datetime": "string",
+        "text": "string",
+    }
     properties: dict[str, Any] = {}
     for spec in specs:
         prop: dict[str, Any] = {"type": kinds[spec.kind]}
         if spec.kind == "integer":
             prop |= {"minimum": -MAX_INT, "maximum": MAX_INT}
-        if spec.kind == "category":
+        if spec.kind == "datetime":
+            prop["format"] = "date-time"
+        if spec.kind in ("category", "text"):
             prop["maxLength"] = MAX_TEXT
             if spec.categories:
                 prop["example"] = spec.categories[0]
