@@ -206,11 +206,14 @@ def prepare(
     seed: int,
     served: str | None = None,
     source: str = "drift.current",
+    reference_prediction: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Columns]:
     """Feature columns of both sides (target dropped), typed, plus the model's prediction.
 
     ``served`` names a column of ``current`` that already holds the prediction
     (monitoring: what the service answered); otherwise the model predicts it.
+    ``reference_prediction`` (the model's predictions on the sampled
+    reference, from an earlier call) saves predicting it again.
     """
     features = [c for c in reference.columns if c != data.target]
     missing = [c for c in features if c not in current.columns]
@@ -222,6 +225,17 @@ def prepare(
     ref = _sample(reference[features], max_rows, seed)
     cur = _sample(current[features + ([served] if served else [])], max_rows, seed)
     served_values = cur.pop(served) if served else None
+    # Predict on the frames as read (the types the model was fitted on): the
+    # object/None copies below are for Evidently only (sklearn's imputer does
+    # not take None for missing, so they would change the predictions).
+    name = PREDICTION if PREDICTION not in features else f"model_{PREDICTION}"
+    positive = None if data.positive_label is None else str(data.positive_label)
+    ref_pred = (
+        reference_prediction.set_axis(ref.index)
+        if reference_prediction is not None
+        else _prediction(pipeline, ref, positive)
+    )
+    cur_pred = served_values if served_values is not None else _prediction(pipeline, cur, positive)
     for column in features:
         if _kind(ref, column, data.types) == "categorical":
             # Same dtype on both sides: a category dtype with different
@@ -234,14 +248,8 @@ def prepare(
             cols.numerical if _kind(ref, column, data.types) == "numerical" else cols.categorical
         )
         target.append(column)
-    name = PREDICTION if PREDICTION not in features else f"model_{PREDICTION}"
-    positive = None if data.positive_label is None else str(data.positive_label)
-    ref[name] = _prediction(pipeline, ref[features], positive)
-    cur[name] = (
-        served_values
-        if served_values is not None
-        else _prediction(pipeline, cur[features], positive)
-    )
+    ref[name] = ref_pred
+    cur[name] = cur_pred
     (cols.numerical if pd.api.types.is_numeric_dtype(ref[name]) else cols.categorical).append(name)
     cols.prediction = name
     return ref, cur, cols
