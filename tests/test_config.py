@@ -235,6 +235,8 @@ def test_every_shipped_section_parses() -> None:
         ("split", "valid_size", 0.0, r"section 'split': valid_size: 0.0 must be in"),
         ("featurize", "numeric", {"impute": "mode", "scale": True}, r"numeric.impute: 'mode'"),
         ("drift", "gate", {"max_drift_share": 2}, r"gate.max_drift_share: 2"),
+        ("drift", "gate", {"min_importance": 0}, r"gate.min_importance: 0"),
+        ("monitor", "tests", {"alpha": 1.5}, r"tests.alpha: 1.5"),
     ],
 )
 def test_a_bad_value_fails_when_params_are_parsed(
