@@ -199,6 +199,9 @@ def test_rare_categories_missing_and_unseen_values_are_merged() -> None:
     assert list(c) == ["a", "b", drift.OTHER, drift.OTHER, drift.OTHER]
     # At 10 rows b is expected 4.5 times: merged too.
     assert drift.merge_rare(ref, pd.Series(["a", "b"]), 10, 5)[2] == ["(missing)", "b", "c"]
+    # The merged level needs the minimum too: z alone would be expected 0.1 times.
+    tail = pd.Series(["x"] * 900 + ["y"] * 99 + ["z"])
+    assert drift.merge_rare(tail, pd.Series(["x", "z"]), 100, 5)[2] == ["y", "z"]
     _, kept_c, nothing = drift.merge_rare(pd.Series(["a", "b"] * 50), pd.Series(["a"]), 20, 5)
     assert nothing == [] and list(kept_c) == ["a"]
 

@@ -129,16 +129,28 @@ def merge_rare(
     on a single rare country. Categories absent from the reference (a new
     value) also go to the merged level, so a surge of them still shows as a
     rise of its share. Missing values are a level of their own (a change of
-    the missing rate is drift too).
+    the missing rate is drift too). The merged level is itself brought up to
+    ``min_expected`` by folding in the smallest kept categories.
     """
     ref = ref.astype(object).where(ref.notna(), MISSING)
     cur = cur.astype(object).where(cur.notna(), MISSING)
-    share = ref.value_counts(normalize=True)
-    keep = set(share.index[share * rows >= min_expected])
-    rare = sorted(str(c) for c in share.index if c not in keep)
-    if not rare and set(cur.unique()) <= keep:
+    # Ascending share, ties by name: the merge is deterministic.
+    share = ref.value_counts(normalize=True).sort_index(key=lambda i: i.astype(str))
+    share = share.sort_values(kind="stable")
+    expected = share * rows
+    keep = list(share.index[expected >= min_expected])
+    merged = expected[expected < min_expected].sum()
+    unseen = not set(cur.unique()) <= set(share.index)
+    # The merged level needs the same minimum: a level expected 0.2 times
+    # (Adult's Without-pay and Never-worked) makes one such row "drift".
+    # Fold the smallest kept categories into it until it has it.
+    while (merged > 0 or unseen) and merged < min_expected and len(keep) > 1:
+        merged += expected[keep.pop(0)]
+    rare = sorted(str(c) for c in share.index if c not in set(keep))
+    if not rare and not unseen:
         return ref, cur, []
-    return ref.where(ref.isin(keep), OTHER), cur.where(cur.isin(keep), OTHER), rare
+    kept = set(keep)
+    return ref.where(ref.isin(kept), OTHER), cur.where(cur.isin(kept), OTHER), rare
 
 
 def read_batch(path: Path, data: DataConfig, task: str | None = None) -> pd.DataFrame:
