@@ -187,6 +187,9 @@ def test_plan_switches_from_p_values_to_distances_by_batch_size() -> None:
         "jensenshannon",
     )
     assert large.threshold is None  # Evidently's default effect size (0.1)
+    # A reference under 10 times the batch: the chi-square would overstate drift.
+    assert not drift.plan(300, 15, TESTS, reference_rows=2000).small
+    assert drift.plan(300, 15, TESTS, reference_rows=3000).small
 
 
 def test_rare_categories_missing_and_unseen_values_are_merged() -> None:

@@ -98,7 +98,16 @@ class Plan:
         }
 
 
-def plan(rows: int, n_columns: int, tests: DriftTestsConfig) -> Plan:
+# The chi-square test takes the reference's shares as exact: its statistic
+# grows by about 1 + batch/reference rows, so small batches get p-value tests
+# only against a reference at least this many times larger (Adult: 6,513
+# validation rows, batches up to 651 rows).
+REFERENCE_RATIO = 10
+
+
+def plan(
+    rows: int, n_columns: int, tests: DriftTestsConfig, reference_rows: int | None = None
+) -> Plan:
     """Small batches get p-value tests at a Bonferroni level, large ones distances.
 
     A distance between a few hundred rows and the reference is biased upward
@@ -110,9 +119,11 @@ def plan(rows: int, n_columns: int, tests: DriftTestsConfig) -> Plan:
     opposite holds (every tiny, harmless difference is significant), so they
     keep Evidently's distances and its default effect-size threshold.
     Evidently makes the same switch on the reference's size (<= 1000 rows);
-    the noisy side here is the batch.
+    the noisy side here is the batch. A reference less than REFERENCE_RATIO
+    times the batch keeps the distances (the chi-square would overstate).
     """
-    if rows <= tests.small_batch_rows:
+    big_reference = reference_rows is None or reference_rows >= REFERENCE_RATIO * rows
+    if rows <= tests.small_batch_rows and big_reference:
         threshold = round(tests.alpha / max(n_columns, 1), 8)
         return Plan(True, "ks", "chisquare", threshold, rows, n_columns)
     return Plan(False, "wasserstein", "jensenshannon", None, rows, n_columns)
@@ -305,7 +316,7 @@ def run_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    chosen = plan(len(cur), len(columns.numerical) + len(columns.categorical), tests)
+    chosen = plan(len(cur), len(columns.numerical) + len(columns.categorical), tests, len(ref))
     merged: dict[str, list[str]] = {}
     if chosen.small:
         ref, cur = ref.copy(), cur.copy()
