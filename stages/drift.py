@@ -1,4 +1,8 @@
-"""Stage drift: Evidently data and prediction drift of a batch against the training split.
+"""Stage drift: Evidently data and prediction drift of a batch against the validation split.
+
+The reference is the validation split: the model was not fitted on it, so its
+predictions there are out-of-sample like a new batch's (the training split's
+are sharper, and a prediction-drift gate against them fires on clean data).
 
 Writes the HTML report, a per-column JSON summary and headline metrics first,
 then applies the gate: under plain `dvc repro` a violation stops the pipeline
@@ -22,6 +26,7 @@ from tabular_pipeline.config import (
 )
 from tabular_pipeline.data.task import task_of_frame
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.monitoring import drift
 
 log = logging.getLogger("drift")
@@ -35,8 +40,10 @@ def main() -> None:
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     cfg = parse_section(params, "drift", DriftConfig)
+    importance_path = Path(parse_section(params, "explain", ExplainConfig).importance_out)
 
-    reference = stage.read_parquet(split_dir / "train.parquet")
+    reference_path = split_dir / "valid.parquet"
+    reference = stage.read_parquet(reference_path)
     current = drift.read_batch(Path(cfg.current), data, task_of_frame(reference, data.target))
     pipeline = stage.load_object(model_path)
     ref, cur, columns = drift.prepare(
@@ -51,11 +58,14 @@ def main() -> None:
         cfg.current,
         len(columns.numerical) + len(columns.categorical),
     )
-    result = drift.run_report(ref, cur, columns)
+    result = drift.run_report(ref, cur, columns, cfg.tests)
     html_path = Path(cfg.report_html)
     drift.write_html(result.html, html_path)
-    summary = drift.summarise(result.columns, columns.prediction, cfg.gate)
-    summary["reference"] = (split_dir / "train.parquet").as_posix()
+    importance = drift.read_importance(importance_path)
+    summary = drift.summarise(result.columns, columns.prediction, cfg.gate, importance=importance)
+    summary["tests"] = result.tests
+    summary["importance"] = importance_path.as_posix()
+    summary["reference"] = reference_path.as_posix()
     summary["current"] = cfg.current
     # Evidently compares seeded samples of at most drift.max_rows rows a side.
     summary["rows"] = {"reference": len(ref), "current": len(cur)}
@@ -77,7 +87,7 @@ def main() -> None:
             log.warning("drift gate (recorded, experiment continues): %s", line)
         return
     raise PipelineError(
-        f"drift gate failed ({cfg.current} vs training split; report {html_path}):\n"
+        f"drift gate failed ({cfg.current} vs validation split; report {html_path}):\n"
         + "\n".join(f"  - {line}" for line in summary["gate_failures"])
     )
 

@@ -378,11 +378,32 @@ def load_data_config(params: dict[str, Any]) -> DataConfig:
 class DriftGateConfig:
     max_drift_share: float
     critical_columns: list[str]
+    # A drifted feature fails the gate when its share of the model's mean
+    # |SHAP| (explain.importance_out) is at least this.
+    min_importance: float
     prediction: bool
     enforce_in_experiments: bool
 
     def __post_init__(self) -> None:
         _fraction("gate.max_drift_share", self.max_drift_share, closed_high=True)
+        _fraction("gate.min_importance", self.min_importance, closed_high=True)
+
+
+@dataclass
+class DriftTestsConfig:
+    """Which per-column test Evidently runs, by batch size (see monitoring.drift.plan)."""
+
+    small_batch_rows: int  # batches up to this many rows: p-value tests
+    alpha: float  # family-wise false-alarm rate per small batch (Bonferroni over columns)
+    min_expected: float  # categories expected fewer times in a small batch are merged
+
+    def __post_init__(self) -> None:
+        _fraction("tests.alpha", self.alpha)
+        if self.small_batch_rows < 0 or self.min_expected <= 0:
+            raise ValueError(
+                f"tests: small_batch_rows {self.small_batch_rows!r} must be >= 0 and "
+                f"min_expected {self.min_expected!r} > 0"
+            )
 
 
 @dataclass
@@ -392,6 +413,7 @@ class DriftConfig:
     summary_out: str
     metrics_out: str
     max_rows: int
+    tests: DriftTestsConfig
     gate: DriftGateConfig
 
 
@@ -416,6 +438,7 @@ class MonitorConfig:
     out_dir: str
     max_rows: int
     min_rows: int  # fewer served rows: fail (drift on a handful of rows is noise)
+    tests: DriftTestsConfig
     gate: DriftGateConfig
     quality: QualityConfig
 

@@ -238,6 +238,8 @@ def test_every_shipped_section_parses() -> None:
         ("featurize", "steps", {"dates": {}}, r"featurize.steps: 'dates' is not one of"),
         ("featurize", "steps", {"numeric": {"scale": "yes"}}, r"steps.numeric.scale: expected"),
         ("drift", "gate", {"max_drift_share": 2}, r"gate.max_drift_share: 2"),
+        ("drift", "gate", {"min_importance": 0}, r"gate.min_importance: 0"),
+        ("monitor", "tests", {"alpha": 1.5}, r"tests.alpha: 1.5"),
     ],
 )
 def test_a_bad_value_fails_when_params_are_parsed(

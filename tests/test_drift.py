@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,7 +143,12 @@ def test_evidently_flags_a_shifted_column_and_not_a_stable_one() -> None:
     n = 1500
     ref = pd.DataFrame({"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.5, 0.5])})
     cur = pd.DataFrame({"x": rng.normal(size=n), "g": rng.choice(["a", "b"], size=n, p=[0.9, 0.1])})
-    result = drift.run_report(ref, cur, drift.Columns(numerical=["x"], categorical=["g"]))
+    result = drift.run_report(
+        ref,
+        cur,
+        drift.Columns(numerical=["x"], categorical=["g"]),
+        shipped("drift", DriftConfig).tests,
+    )
     by = {c["column"]: c for c in result.columns}
     assert by["g"]["drifted"] and not by["x"]["drifted"]
     assert "metric_" + "0" * 32 in result.html
@@ -165,3 +171,101 @@ def test_random_hash_seed_is_refused_and_dvc_pins_it() -> None:
         drift.check_hash_seed(hash_randomization=1)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["drift"]["cmd"] == "PYTHONHASHSEED=0 python -m tabular_pipeline.warm stages.drift"
+
+
+# --- per-column tests by batch size, rare categories, importance gate -------------------
+TESTS = shipped("drift", DriftConfig).tests
+
+
+def test_plan_switches_from_p_values_to_distances_by_batch_size() -> None:
+    small = drift.plan(300, 15, TESTS)
+    assert small.small and (small.num_method, small.cat_method) == ("ks", "chisquare")
+    assert small.threshold == pytest.approx(TESTS.alpha / 15, rel=1e-5)
+    large = drift.plan(TESTS.small_batch_rows + 1, 15, TESTS)
+    assert not large.small and (large.num_method, large.cat_method) == (
+        "wasserstein",
+        "jensenshannon",
+    )
+    assert large.threshold is None  # Evidently's default effect size (0.1)
+    # A reference under 10 times the batch: the chi-square would overstate drift.
+    assert not drift.plan(300, 15, TESTS, reference_rows=2000).small
+    assert drift.plan(300, 15, TESTS, reference_rows=3000).small
+
+
+def test_rare_categories_missing_and_unseen_values_are_merged() -> None:
+    ref = pd.Series(["a"] * 50 + ["b"] * 45 + ["c"] * 4 + [None])
+    cur = pd.Series(["a", "b", "new", None, "c"])
+    r, c, rare = drift.merge_rare(ref, cur, rows=100, min_expected=5)
+    # a (50 expected) and b (45) stay; c (4), missing (1) and the unseen value merge.
+    assert rare == ["(missing)", "c"]
+    assert set(r) == {"a", "b", drift.OTHER} and r.value_counts()[drift.OTHER] == 5
+    assert list(c) == ["a", "b", drift.OTHER, drift.OTHER, drift.OTHER]
+    # At 10 rows b is expected 4.5 times: merged too.
+    assert drift.merge_rare(ref, pd.Series(["a", "b"]), 10, 5)[2] == ["(missing)", "b", "c"]
+    # The merged level needs the minimum too: z alone would be expected 0.1 times.
+    tail = pd.Series(["x"] * 900 + ["y"] * 99 + ["z"])
+    assert drift.merge_rare(tail, pd.Series(["x", "z"]), 100, 5)[2] == ["y", "z"]
+    _, kept_c, nothing = drift.merge_rare(pd.Series(["a", "b"] * 50), pd.Series(["a"]), 20, 5)
+    assert nothing == [] and list(kept_c) == ["a"]
+
+
+def _population(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """A numeric column and a 40-category one with a long tail (like native_country)."""
+    weights = np.r_[0.9, np.full(39, 0.1 / 39)]
+    return pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "country": rng.choice([f"c{i}" for i in range(40)], size=n, p=weights),
+        }
+    )
+
+
+def test_small_clean_batches_raise_nothing_and_a_shift_is_found() -> None:
+    """The issue's false alarm on a 40-category column at 300 rows, fixed; power kept."""
+    rng = np.random.default_rng(0)
+    ref = _population(6000, rng)
+    cols = drift.Columns(numerical=["x"], categorical=["country"])
+    flagged = 0
+    for _ in range(6):
+        result = drift.run_report(ref, _population(300, rng), cols, TESTS, html=False)
+        flagged += any(c["drifted"] for c in result.columns)
+        assert result.tests["kind"].startswith("p-value")
+        assert result.tests["merged_categories"] == {"country": 39}
+    assert flagged == 0
+    # The fixed distance threshold flags the long-tailed column on the same kind of batch.
+    old = drift.run_report(
+        ref, _population(300, rng), cols, replace(TESTS, small_batch_rows=0), html=False
+    )
+    assert {c["column"]: c["drifted"] for c in old.columns}["country"] is True
+    shifted = _population(300, rng).assign(x=lambda f: f["x"] + 1.0)
+    found = drift.run_report(ref, shifted, cols, TESTS, html=False)
+    by = {c["column"]: c for c in found.columns}
+    assert by["x"]["drifted"] and by["x"]["method"] == "K-S p_value"
+    assert not by["country"]["drifted"]
+
+
+def test_importance_gate_names_column_score_and_share(tmp_path: Path) -> None:
+    path = tmp_path / "importance.csv"
+    path.write_text("feature,mean_abs_shap\nage,3.0\nsex,0.9\neducation,0.1\n")
+    importance = drift.read_importance(path)
+    assert importance == {"age": 0.75, "sex": 0.225, "education": 0.025}
+    columns = [
+        col("education", True, 0.3),
+        col("age", True, 1e-9) | {"method": "K-S p_value", "threshold": 0.0033},
+        col("sex", False),
+        col("prediction", True, 0.001) | {"method": "K-S p_value", "threshold": 0.0033},
+    ]
+    gate = replace(
+        GATE, max_drift_share=1.0, critical_columns=["sex"], min_importance=0.05, prediction=True
+    )
+    summary = drift.summarise(columns, "prediction", gate, importance=importance)
+    assert summary["drifted_columns"] == ["age", "education"]  # most important first
+    assert summary["gate_failures"] == [
+        "model predictions 'prediction' drifted: K-S p_value 0.0010 (threshold 0.0033)",
+        "feature 'age' drifted: K-S p_value 1.00e-09 (threshold 0.0033), importance share "
+        "0.750 >= drift.gate.min_importance 0.05",
+    ]
+    # education drifted but carries 2.5 % of the importance: reported, not gated.
+    assert summary["n_drifted"] == 2
+    with pytest.raises(PipelineError, match=r"run `dvc repro explain`"):
+        drift.read_importance(tmp_path / "missing.csv")

@@ -540,3 +540,54 @@ def test_labelled_regression_batch_is_read_back_by_ingest_with_a_numeric_target(
     assert len(both) == 202 and list(both.columns) == list(train.columns)
     assert both[cfg.target].dtype == train[cfg.target].dtype == np.float64
     assert both[cfg.target].iloc[-2:].tolist() == [48.0, 61.25]
+
+
+def test_prediction_log_folder_files_and_backups_are_owner_only(tmp_path: Path) -> None:
+    """The log holds every request's features: 0700 folder, 0600 files, under umask 0."""
+    import os
+    import stat
+
+    from tabular_pipeline.serving.runtime import PredictionLog, Variant
+
+    old = os.umask(0)
+    try:
+        log = PredictionLog(str(tmp_path / "logs" / "predictions.jsonl"), 600, 2)
+        variant = Variant("champion", "t", "s", 1)
+        for i in range(12):  # ~200 bytes a line: several rotations at 600 bytes
+            log.write([{"age": i, "sex": "Female"}], [">50K"], [[0.3, 0.7]], variant, [f"r{i}"])
+        log.close()
+    finally:
+        os.umask(old)
+    folder = tmp_path / "logs"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["predictions.jsonl", "predictions.jsonl.1", "predictions.jsonl.2"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in files:
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+    # A file an older version left world-readable is narrowed when reopened.
+    (folder / "predictions.jsonl").chmod(0o644)
+    PredictionLog(str(folder / "predictions.jsonl"), 600, 2).close()
+    assert stat.S_IMODE((folder / "predictions.jsonl").stat().st_mode) == 0o600
+    assert logs.read_logs(str(folder)).features["age"].tolist()[-1] == 11
+
+
+def test_textfile_carries_prediction_drift_score_and_importance() -> None:
+    summary = summary_fixture(None)
+    summary["drift"]["prediction"] = {
+        "column": "prediction",
+        "method": "K-S p_value",
+        "score": 1.234567e-9,
+        "drifted": True,
+    }
+    summary["drift"]["prediction_drifted"] = True
+    for column, share in zip(summary["drift"]["columns"], (0.18, None, 0.03), strict=True):
+        if share is not None:
+            column["importance"] = share
+    lines = export.render(summary, "adult").splitlines()
+    assert (
+        'tabular_monitor_prediction_drift_score{method="K-S p_value",model="adult"} 1.23e-09'
+        in lines
+    )
+    assert 'tabular_monitor_prediction_drifted{model="adult"} 1' in lines
+    assert 'tabular_monitor_column_importance{column="age",model="adult"} 0.18' in lines
+    assert 'tabular_monitor_column_importance{column="se\\"x",model="adult"} 0.03' in lines

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("report %s, summary %s", out_dir / "report.html", out_dir / "summary.json")
     if summary["gate_failures"]:
         raise PipelineError(
-            f"monitoring gate failed ({source} vs training split; report "
+            f"monitoring gate failed ({source} vs validation split; report "
             f"{out_dir / 'report.html'}):\n"
             + "\n".join(f"  - {line}" for line in summary["gate_failures"])
         )

@@ -126,10 +126,19 @@ def panels() -> list[dict[str, Any]]:
             kind="stat",
         ),
         _panel(
-            "Drifted columns (last monitoring run)",
-            [("tabular_monitor_column_drifted == 1", "{{column}}")],
+            "Drifted features by importance (last monitoring run)",
+            [
+                (
+                    "sort_desc(tabular_monitor_column_importance and on (model, column) "
+                    "tabular_monitor_column_drifted == 1)",
+                    "{{column}}",
+                )
+            ],
             (0, 24, 12, 8),
-            kind="table",
+            unit="percentunit",
+            kind="bargauge",
+            description="Each drifted feature's share of the model's mean |SHAP|; the gate "
+            "fails at monitor.gate.min_importance",
         ),
         _panel(
             "Live quality vs promoted (delayed labels)",
@@ -138,6 +147,18 @@ def panels() -> list[dict[str, Any]]:
             unit="percentunit",
             description="Scale-free metrics: accuracy, roc_auc, ... (classification), r2 and "
             "mape (regression)",
+        ),
+        _panel(
+            "Prediction drift (last monitoring run)",
+            [
+                ("tabular_monitor_prediction_drift_score", "score ({{method}})"),
+                ("tabular_monitor_prediction_drifted", "drifted"),
+            ],
+            (12, 32, 12, 8),
+            kind="stat",
+            description="Served predictions against the model's out-of-sample predictions on "
+            "the validation split: a p-value (small batches, drifted when below the "
+            "Bonferroni level) or a Wasserstein distance (large batches, drifted above 0.1)",
         ),
         _panel(
             "Live error vs promoted, regression (delayed labels, target units)",

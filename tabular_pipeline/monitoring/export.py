@@ -23,6 +23,11 @@ METRICS: dict[str, str] = {
     "column_drifted": "1 when the column drifted in the last monitoring run, else 0",
     "column_drift_score": "Evidently's drift score of the column (method in the label)",
     "prediction_drifted": "1 when the served predictions drifted from the reference",
+    "prediction_drift_score": (
+        "Drift score of the served predictions against the model's out-of-sample predictions "
+        "(method in the label; a p-value falls, a distance rises with drift)"
+    ),
+    "column_importance": "The column's share of the model's mean |SHAP| (explain)",
     "rows": "Served rows read by the last monitoring run",
     "skipped_lines": "Corrupt or partial log lines skipped by the last monitoring run",
     "gate_passed": "1 when the last monitoring run passed every gate, else 0",
@@ -51,6 +56,8 @@ def _number(value: Any) -> str:
         return "NaN"
     if number.is_integer():
         return str(int(number))
+    if abs(number) < 1e-3:  # a p-value: keep its significant digits
+        return repr(float(f"{number:.3g}"))
     return repr(round(number, 6))
 
 
@@ -69,6 +76,13 @@ def render(summary: dict[str, Any], model: str) -> str:
         samples["column_drifted"].append((labels, int(bool(column["drifted"]))))
         samples["column_drift_score"].append(
             (labels | {"method": str(column["method"])}, column["score"])
+        )
+        if "importance" in column:
+            samples["column_importance"].append((labels, column["importance"]))
+    pred = drift.get("prediction")
+    if pred and "score" in pred:
+        samples["prediction_drift_score"].append(
+            (base | {"method": str(pred["method"])}, pred["score"])
         )
     samples["rows"].append((base, summary["rows"]["current"]))
     samples["skipped_lines"].append((base, summary["logs"]["skipped_lines"]))

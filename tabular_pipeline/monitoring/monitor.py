@@ -1,18 +1,18 @@
-"""Monitoring of served traffic: the prediction log against the training reference.
+"""Monitoring of served traffic: the prediction log against the validation-split reference.
 
 Not a DVC stage on purpose: a new batch of logs arrives every day, and a
 stage reading it would either make the training pipeline stale or need conf
-edits per batch. It reads what the pipeline produced (the training split,
-the model, the promoted test metrics) and writes only into ``monitor.out_dir``
+edits per batch. It reads what the pipeline produced (the validation split,
+the model, the promoted test metrics, explain's importance) and writes only into ``monitor.out_dir``
 (git-ignored), so `dvc status` is unchanged after a run.
 
 The drift part is the ``drift`` stage's code (same Evidently preset, same
-normalisation, same gate), with the *served* predictions as the current
-prediction column; the quality part needs delayed labels (see quality.py).
-Both tasks: a classifier's log holds probabilities (the prediction column is
-the positive class's probability or the label, as in ``drift``), a
-regressor's the predicted value (a numerical column, against the model's
-predictions on the training split, as in ``drift``).
+normalisation, same per-column tests, same gate), with the *served*
+predictions as the current prediction column against the model's
+out-of-sample predictions on the validation split; the quality part needs
+delayed labels (see quality.py). Both tasks: a classifier's log holds
+probabilities (the prediction column is the positive class's probability or
+the label, as in ``drift``), a regressor's the predicted value.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tabular_pipeline.config import (
 )
 from tabular_pipeline.data.task import is_regression, task_of_model
 from tabular_pipeline.errors import PipelineError
+from tabular_pipeline.explain.settings import ExplainConfig
 from tabular_pipeline.monitoring import drift, export, logs, quality, retrain
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def run(
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     evaluate = parse_section(params, "evaluate", EvaluateConfig)
+    importance_path = Path(parse_section(params, "explain", ExplainConfig).importance_out)
     seed = int(params["seed"])
 
     batch = logs.read_logs(logs_source)
@@ -148,12 +150,14 @@ def run(
     )
     # Bad labels fail here, before the expensive drift report.
     labels = logs.read_labels(labels_path, numeric=regression) if labels_path is not None else None
-    reference = stage.read_parquet(split_dir / "train.parquet")
+    importance = drift.read_importance(importance_path)
+    reference_path = split_dir / "valid.parquet"
+    reference = stage.read_parquet(reference_path)
     current = logs.typed_like(batch.features, reference)
     classes: list[str] = []
     if regression:
-        # drift.prepare predicts the reference side with the model, as the
-        # drift stage does: a numerical column of predicted values.
+        # drift.prepare predicts the reference side (validation split) with
+        # the model, as the drift stage does: a numerical column.
         current[SERVED] = batch.served["prediction"].to_numpy(dtype=np.float64)
     else:
         classes = [str(c) for c in pipeline.classes_]
@@ -169,13 +173,16 @@ def run(
         source=f"prediction log {logs_source}",
     )
     log.info(
-        "Evidently drift: %d reference rows (training split) vs %d served rows, %d columns",
+        "Evidently drift: %d reference rows (validation split) vs %d served rows, %d columns",
         len(ref),
         len(cur),
         len(columns.numerical) + len(columns.categorical),
     )
-    result = drift.run_report(ref, cur, columns)
-    drift_summary = drift.summarise(result.columns, columns.prediction, cfg.gate, "monitor.gate")
+    result = drift.run_report(ref, cur, columns, cfg.tests)
+    drift_summary = drift.summarise(
+        result.columns, columns.prediction, cfg.gate, "monitor.gate", importance
+    )
+    drift_summary["tests"] = result.tests
     failures = list(drift_summary["gate_failures"])
 
     summary: dict[str, Any] = {
@@ -187,7 +194,8 @@ def run(
             "first_ts": _ts(batch.served["ts"].min()),
             "last_ts": _ts(batch.served["ts"].max()),
         },
-        "reference": (split_dir / "train.parquet").as_posix(),
+        "reference": reference_path.as_posix(),
+        "importance": importance_path.as_posix(),
         "rows": {"reference": len(ref), "current": len(cur), "served": len(batch.features)},
         "variants": variants(batch.served, sha256_file(model_path)),
         "drift": drift_summary,

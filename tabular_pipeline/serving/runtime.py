@@ -137,6 +137,46 @@ def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -
 
 
 # -- prediction log ----------------------------------------------------------------
+LOG_FILE_MODE = 0o600  # the log holds every request's features: owner-only
+LOG_DIR_MODE = 0o700
+
+
+class OwnerOnlyRotatingHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose file and rotated backups are 0600 whatever the umask.
+
+    ``os.open`` with a mode still obeys the umask, so the mode is also set on
+    the open descriptor (it also narrows a file an older version left 0644);
+    a rotated backup keeps its mode across the rename, and is set again in
+    case it came from such a file.
+    """
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
+        os.fchmod(fd, LOG_FILE_MODE)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def rotate(self, source: str, dest: str) -> None:
+        super().rotate(source, dest)
+        if os.path.exists(dest):
+            os.chmod(dest, LOG_FILE_MODE)
+
+
+def owner_only_dir(folder: Path) -> None:
+    """Create the log folder 0700 (umask or not); an existing wider one is only warned about
+    (it may be shared, e.g. the project root), the files in it are 0600 anyway."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, LOG_DIR_MODE)
+    elif folder.stat().st_mode & 0o077:
+        log.warning(
+            "prediction log folder %s is accessible to other users (mode %o); the log files "
+            "are 0600, but `chmod 700 %s` keeps even their names private",
+            folder,
+            folder.stat().st_mode & 0o777,
+            folder,
+        )
+
+
 class PredictionLog:
     """JSON lines of served requests (id, features, prediction, variant, time), rotated by size.
 
@@ -147,12 +187,12 @@ class PredictionLog:
         target = Path(path)
         if worker:
             target = target.with_name(f"{target.stem}.{worker}{target.suffix}")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        owner_only_dir(target.parent)
         self.path = target
         self.logger = logging.getLogger(f"tabular_pipeline.serving.predictions.{worker}")
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
-        handler = logging.handlers.RotatingFileHandler(
+        handler = OwnerOnlyRotatingHandler(
             target, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
