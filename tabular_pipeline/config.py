@@ -129,9 +129,6 @@ class DataConfig:
     min_metrics: dict[str, float] = field(default_factory=dict)
     max_metrics: dict[str, float] = field(default_factory=dict)
     sensitive: list[str] = field(default_factory=list)
-    time_column: str | None = None  # orders the rows: the split's time axis
-    group_column: str | None = None  # entity: never on two sides of a split
-    id_columns: list[str] = field(default_factory=list)  # identifiers, never features
     card: CardText = field(default_factory=CardText)
 
 
