@@ -23,7 +23,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env schema repro params plots remote mlflow-server serve monitor test test-fast test-exhaustive lint format report lock chromium prometheus clean help
+.PHONY: env schema repro params plots remote mlflow-server serve monitor test test-fast test-exhaustive lint format report lock clean help
 
 help:
 	@echo "make schema   draft conf/data/schema/<data>.yaml from the raw files (FORCE=1 replaces one)"
@@ -110,29 +110,9 @@ mlflow-server: env
 plots: env
 	$(BIN)/python -m tabular_pipeline.plots --out dvc_plots
 
-# Headless Chromium, for the tests that look at pages as a person would.
-# Debian's package; skipped when already installed (or when not root).
-# (GitHub's runners already have google-chrome, which the tests also use.)
-chromium:
-	@command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || { \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  if command -v apt-get >/dev/null 2>&1; then \
-	    ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null) \
-	      || echo "chromium: install failed; page-rendering tests will fail under CI"; \
-	  else echo "chromium: not installed; install it to run the page-rendering tests"; fi; }
-
-# Prometheus server and promtool (Debian's package), for the rule unit tests
-# and the scrape test. Skipped when present (or when it cannot be installed:
-# the tests then skip with the reason). The package may start a service: harmless.
-prometheus:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  if command -v apt-get >/dev/null 2>&1; then \
-	    ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq prometheus >/dev/null) \
-	      || echo "prometheus: install failed; the promtool and scrape tests will skip"; \
-	  else echo "prometheus: not installed; install it to run the promtool and scrape tests"; fi; }
-
-test: env lint chromium prometheus
+# Installs nothing system-wide: tests needing Chromium or promtool skip without
+# them, and pytest's summary (-ra) lists each skip with its reason.
+test: env lint
 	$(BIN)/pytest
 
 test-fast: env
