@@ -115,6 +115,9 @@ def sampled_copy(tmp: Path) -> Path:
                 f"(or `dvc pull` it) before `make test`"
             )
         sample_file(src, project / rel, rows, read)
+    for pattern in data["source"].get("extra_train") or []:  # labelled batches, if any
+        for src in sorted(ROOT.glob(pattern)):
+            sample_file(src, project / src.relative_to(ROOT), TRAIN_ROWS, read)
     git(project, "init", "-q", "-b", "main")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "sampled project")
