@@ -128,7 +128,10 @@ def test_relative_links_and_anchors_resolve(page: Path) -> None:
 
 def test_generated_manual_links_resolve() -> None:
     """docs/template-manual.md in a generated project: README.md, its links rewritten."""
-    jinja = (ROOT / "docs" / "template-manual.md.jinja").read_text()
+    source = ROOT / "docs" / "template-manual.md.jinja"
+    if not source.exists():
+        pytest.skip("not the template repository (a generated project has the rendered manual)")
+    jinja = source.read_text()
     rewrite = re.findall(r"regex_replace\('((?:[^'\\]|\\.)*)', '([^']*)'\)", jinja)
     assert len(rewrite) == 2, rewrite
     text = (ROOT / "README.md").read_text()
