@@ -54,7 +54,7 @@ def gapminder_project(tmp: Path, rows: int = 600) -> Path:
     return project
 
 
-def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
+def test_regression_pipeline_serves_floats_and_reruns_one_param(tmp_path: Path) -> None:
     project = gapminder_project(tmp_path)
     out = run(["dvc", "repro"], project, timeout=900)
     assert ran_stages(out.stdout) == ALL
@@ -127,6 +127,14 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "learning rate")
 
+
+# A queued sweep (two more chains): make test-exhaustive.
+@pytest.mark.exhaustive
+def test_regression_queued_sweep_of_two_models(tmp_path: Path) -> None:
+    project = gapminder_project(tmp_path)
+    run(["dvc", "repro"], project, timeout=900)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "repro")
     # A queued sweep of two regression models.
     run(["dvc", "exp", "run", "--queue", "-S", "model=linear"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "model=random_forest"], project)
