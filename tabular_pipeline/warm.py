@@ -43,11 +43,12 @@ Gradle's daemon); its known traps and how this one avoids them:
 stops every server of the user).
 
 **One server per environment.** The key leaves out what cannot change an
-import: DVC's per-run variables, make's (``MAKEFLAGS``, ``MAKELEVEL``...), the
-shell's and the terminal's (``SHLVL``, ``PS1``, ``TERM``, ``COLUMNS``, ssh and
-tmux variables), a repeated ``PATH`` folder, and the telemetry defaults the
-package sets anyway. So ``make repro``, ``dvc repro`` in an activated shell,
-``dvc exp run`` and a queued sweep share one server. This is a deny-list on
+import: DVC's per-run variables and its queue worker's logging settings,
+make's (``MAKEFLAGS``, ``MAKELEVEL``...), the shell's and the terminal's
+(``SHLVL``, ``PS1``, ``TERM``, ``COLUMNS``, ssh and tmux variables), a
+repeated ``PATH`` folder, and the telemetry defaults the package sets anyway.
+So ``make repro``, ``dvc repro`` in an activated shell, ``dvc exp run`` and a
+queued sweep share one server. This is a deny-list on
 purpose: any other variable (``OMP_NUM_THREADS``, ``MLFLOW_*``, ``LANG``...)
 may be read at import time, and an unknown variable only costs a second server,
 whereas an allow-list that missed one would serve modules imported under
@@ -78,9 +79,10 @@ HASH_SEED = "0"
 # Variables that cannot change what an import does, so one server serves every
 # value (a deny-list: an unknown variable still gets its own server, which costs
 # memory, whereas a variable wrongly ignored would run a stage on modules
-# imported under another setting). Set per run by DVC; make's own (`make repro`
-# and a plain `dvc repro` share a server); the shell's, the terminal's and a
-# remote session's (a second terminal, tmux or ssh shares it too).
+# imported under another setting). Set per run by DVC, and by its queue
+# worker for its own logging (a queued sweep shares the server); make's own
+# (`make repro` and a plain `dvc repro` share a server); the shell's, the
+# terminal's and a remote session's (a second terminal, tmux or ssh shares it).
 VOLATILE_ENV = frozenset(
     {
         "PYTHONHASHSEED",  # the server's is 0; a stage asking for another runs cold
@@ -119,9 +121,22 @@ VOLATILE_ENV = frozenset(
         "TMUX_PANE",
         "STY",
         "WINDOW",
+        # DVC's queue worker (celery) sets these for its own logging
+        "CELERY_LOG_FILE",
+        "CELERY_LOG_LEVEL",
+        "CELERY_LOG_REDIRECT",
+        "CELERY_LOG_REDIRECT_LEVEL",
     }
 )
-VOLATILE_PREFIXES = ("DVC_", "TERM_", "SSH_", "BASH_FUNC_", "XDG_SESSION_", "LC_TERMINAL")
+VOLATILE_PREFIXES = (
+    "DVC_",
+    "TERM_",
+    "SSH_",
+    "BASH_FUNC_",
+    "XDG_SESSION_",
+    "LC_TERMINAL",
+    "_MP_FORK_",  # billiard's, in a queue worker's children: its own logging
+)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 MAX_MESSAGE = 1 << 20
 

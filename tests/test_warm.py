@@ -95,7 +95,7 @@ def test_server_key_follows_environment_and_installs_but_not_per_run_variables(
 
 
 def test_make_shell_and_terminal_variables_share_a_server(tmp_path: Path) -> None:
-    """`make repro`, `dvc repro` in an activated shell and a second terminal: one key."""
+    """make repro, dvc repro in an activated shell, another terminal, a queue worker: one key."""
     venv = tmp_path / "venv"
     shell = {"PATH": f"/usr/bin{os.pathsep}/bin", "LANG": "C.UTF-8", "HOME": "/home/u"}
     activated = shell | {
@@ -127,7 +127,18 @@ def test_make_shell_and_terminal_variables_share_a_server(tmp_path: Path) -> Non
         "TERM_PROGRAM": "tmux",
         "OLDPWD": "/",
     }
-    for env in (under_make, other_terminal):
+    # DVC's queue worker (celery, billiard) adds its logging settings
+    queue_worker = activated | {
+        "CELERY_LOG_FILE": "",
+        "CELERY_LOG_LEVEL": "20",
+        "CELERY_LOG_REDIRECT": "1",
+        "CELERY_LOG_REDIRECT_LEVEL": "WARNING",
+        "_MP_FORK_LOGLEVEL_": "20",
+        "_MP_FORK_LOGFILE_": "",
+        "DVC_EXP_NAME": "radio-poss",
+        "DVC_ROOT": "/p",
+    }
+    for env in (under_make, other_terminal, queue_worker):
         assert warm.server_key(sys.executable, [], env, prefix=str(venv)) == key
     # What an import may read still starts its own server.
     for change in (
