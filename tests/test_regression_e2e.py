@@ -138,7 +138,8 @@ def test_regression_queued_sweep_of_two_models(tmp_path: Path) -> None:
     # A queued sweep of two regression models.
     run(["dvc", "exp", "run", "--queue", "-S", "model=linear"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "model=random_forest"], project)
-    run(["dvc", "queue", "start", "-j", "1"], project)
+    # `queue start` outlived the default 600 s limit on a loaded 2-core machine
+    run(["dvc", "queue", "start", "-j", "1"], project, timeout=1500)
     deadline = time.time() + 600
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], project).stdout
