@@ -18,7 +18,7 @@ DVC := $(or $(wildcard $(BIN)/dvc),dvc)
 # make exports variables given on its command line to every recipe; these are
 # the Makefile's own knobs, which no stage reads: keep them out of the stages'
 # environment, so `make repro VENV=...` shares the warm server of `dvc repro`.
-unexport VENV BASE FORCE LOGS LABELS EXPORT PLOTS_URL OWN_TESTS
+unexport VENV BASE FORCE LOGS LABELS EXPORT PLOTS_URL
 
 # No telemetry, no network: the template must work offline.
 export DVC_NO_ANALYTICS := 1
