@@ -103,7 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Path(tmp) / "run"
         runtime.mkdir(mode=0o700)
-        base |= {"XDG_RUNTIME_DIR": str(runtime), "TABULAR_WARM_IDLE": "300", "SHLVL": "1"}
+        base |= {"XDG_RUNTIME_DIR": str(runtime), "TABULAR_WARM_IDLE": "1200", "SHLVL": "1"}
         project = make_project(Path(tmp))
         bin_path = f"{VENV}/bin{os.pathsep}{base['PATH']}"
         activated = base | {
@@ -157,7 +157,17 @@ def main() -> None:
                 seconds = step(name, cmd, project, env)
                 if name.startswith("dvc exp run --queue"):
                     start = time.perf_counter()
-                    step(name, ["dvc", "queue", "start", "-j", "2"], project, env)
+                    # Not through pipes: `queue start` returns only when every
+                    # process holding its output (the workers) has exited.
+                    subprocess.run(
+                        ["dvc", "queue", "start", "-j", "2"],
+                        cwd=project,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        check=True,
+                    )
                     wait_for_queue(project, env)
                     seconds += time.perf_counter() - start
                 live = servers(base)
@@ -175,6 +185,7 @@ def main() -> None:
                 print(f"server {key}: pid {pid}, RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
             print(f"keys for make / activated shell / other terminal: before {before}, now {after}")
         finally:
+            subprocess.run(["dvc", "queue", "stop"], cwd=project, env=base, capture_output=True)
             subprocess.run(
                 [sys.executable, "-m", "tabular_pipeline.warm", "--stop", "--all"],
                 env=base,
