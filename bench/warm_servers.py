@@ -185,7 +185,8 @@ def main() -> None:
                 print(f"server {key}: pid {pid}, RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
             print(f"keys for make / activated shell / other terminal: before {before}, now {after}")
         finally:
-            subprocess.run(["dvc", "queue", "stop"], cwd=project, env=base, capture_output=True)
+            dvc = str(VENV / "bin" / "dvc")
+            subprocess.run([dvc, "queue", "stop"], cwd=project, env=base, capture_output=True)
             subprocess.run(
                 [sys.executable, "-m", "tabular_pipeline.warm", "--stop", "--all"],
                 env=base,
