@@ -314,7 +314,7 @@ def load_schema(path: Path) -> SchemaConfig:
     except FileNotFoundError as exc:
         raise PipelineError(
             f"{path}: schema file not found (data.schema); create it, with just `{{}}` if "
-            "every type may be inferred (see README, Bring your own data)"
+            "every type may be inferred (see docs/your-data.md)"
         ) from exc
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from exc

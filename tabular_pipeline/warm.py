@@ -39,7 +39,20 @@ Gradle's daemon); its known traps and how this one avoids them:
   it; use ``TABULAR_WARM=0`` there.
 
 ``python -m tabular_pipeline.warm --status`` lists running servers and
-``--stop`` stops them.
+``--stop`` stops this environment's (``make clean`` runs it; ``--stop --all``
+stops every server of the user).
+
+**One server per environment.** The key leaves out what cannot change an
+import: DVC's per-run variables and its queue worker's logging settings,
+make's (``MAKEFLAGS``, ``MAKELEVEL``...), the shell's and the terminal's
+(``SHLVL``, ``PS1``, ``TERM``, ``COLUMNS``, ssh and tmux variables), a
+repeated ``PATH`` folder, and the telemetry defaults the package sets anyway.
+So ``make repro``, ``dvc repro`` in an activated shell, ``dvc exp run`` and a
+queued sweep share one server. This is a deny-list on
+purpose: any other variable (``OMP_NUM_THREADS``, ``MLFLOW_*``, ``LANG``...)
+may be read at import time, and an unknown variable only costs a second server,
+whereas an allow-list that missed one would serve modules imported under
+another setting.
 """
 
 from __future__ import annotations
@@ -57,13 +70,73 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tabular_pipeline import TELEMETRY_DEFAULTS
+
 ENV_SWITCH = "TABULAR_WARM"
 ENV_IDLE = "TABULAR_WARM_IDLE"
 DEFAULT_IDLE_SECONDS = 600.0
 HASH_SEED = "0"
-# Set per run by DVC or the shell; a server serves them all.
-VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PYTHONHASHSEED")
-VOLATILE_PREFIXES = ("DVC_",)
+# Variables that cannot change what an import does, so one server serves every
+# value (a deny-list: an unknown variable still gets its own server, which costs
+# memory, whereas a variable wrongly ignored would run a stage on modules
+# imported under another setting). Set per run by DVC, and by its queue
+# worker for its own logging (a queued sweep shares the server); make's own
+# (`make repro` and a plain `dvc repro` share a server); the shell's, the
+# terminal's and a remote session's (a second terminal, tmux or ssh shares it).
+VOLATILE_ENV = frozenset(
+    {
+        "PYTHONHASHSEED",  # the server's is 0; a stage asking for another runs cold
+        # make
+        "MAKEFLAGS",
+        "MAKELEVEL",
+        "MFLAGS",
+        "MAKEOVERRIDES",
+        "MAKE_TERMOUT",
+        "MAKE_TERMERR",
+        "MAKE_RESTARTS",
+        # the shell
+        "PWD",
+        "OLDPWD",
+        "SHLVL",
+        "_",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "HISTFILE",
+        "HISTSIZE",
+        "HISTFILESIZE",
+        "HISTCONTROL",
+        "VIRTUAL_ENV_PROMPT",
+        # the terminal
+        "TERM",
+        "COLORTERM",
+        "COLUMNS",
+        "LINES",
+        "WINDOWID",
+        "VTE_VERSION",
+        "LS_COLORS",
+        "TMUX",
+        "TMUX_PANE",
+        "STY",
+        "WINDOW",
+        # DVC's queue worker (celery) sets these for its own logging
+        "CELERY_LOG_FILE",
+        "CELERY_LOG_LEVEL",
+        "CELERY_LOG_REDIRECT",
+        "CELERY_LOG_REDIRECT_LEVEL",
+    }
+)
+VOLATILE_PREFIXES = (
+    "DVC_",
+    "TERM_",
+    "SSH_",
+    "BASH_FUNC_",
+    "XDG_SESSION_",
+    "LC_TERMINAL",
+    "_MP_FORK_",  # billiard's, in a queue worker's children: its own logging
+)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 MAX_MESSAGE = 1 << 20
 
@@ -93,11 +166,31 @@ def servable(env: Mapping[str, str]) -> bool:
 
 
 def volatile(name: str) -> bool:
-    """Variables DVC or the shell set per run: every server serves them all."""
+    """Variables DVC, make, the shell or the terminal set: every server serves them all."""
     return name in VOLATILE_ENV or name.startswith(VOLATILE_PREFIXES)
 
 
-def server_key(executable: str, path_entries: Iterable[str], env: Mapping[str, str]) -> str:
+def import_environment(env: Mapping[str, str], prefix: str = sys.prefix) -> dict[str, str]:
+    """The part of ``env`` that can change what an import does, in a canonical form.
+
+    Volatile variables go; the package's telemetry defaults count as set (it
+    sets them at import, and the Makefile exports them); ``PATH``
+    keeps each folder's first occurrence only (a repeat never changes a lookup:
+    ``make`` prepends ``.venv/bin`` to an activated shell's PATH that has it);
+    ``VIRTUAL_ENV`` naming the interpreter's own environment says nothing more.
+    """
+    stable = TELEMETRY_DEFAULTS | {k: v for k, v in env.items() if not volatile(k)}
+    if "PATH" in stable:
+        stable["PATH"] = os.pathsep.join(dict.fromkeys(stable["PATH"].split(os.pathsep)))
+    venv = stable.get("VIRTUAL_ENV")
+    if venv is not None and os.path.realpath(venv) == os.path.realpath(prefix):
+        del stable["VIRTUAL_ENV"]
+    return stable
+
+
+def server_key(
+    executable: str, path_entries: Iterable[str], env: Mapping[str, str], prefix: str = sys.prefix
+) -> str:
     """What a server's preloaded state depends on: interpreter, installed files, environment."""
     digest = hashlib.sha256(os.path.realpath(executable).encode())
     for entry in path_entries:
@@ -106,12 +199,7 @@ def server_key(executable: str, path_entries: Iterable[str], env: Mapping[str, s
         except OSError:
             stamp = -1
         digest.update(f"\0{entry}\0{stamp}".encode())
-    stable = {
-        k: v
-        for k, v in env.items()
-        if k not in VOLATILE_ENV and not k.startswith(VOLATILE_PREFIXES)
-    }
-    digest.update(json.dumps(stable, sort_keys=True).encode())
+    digest.update(json.dumps(import_environment(env, prefix), sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
 
@@ -458,7 +546,8 @@ def serve(key: str, idle_seconds: float) -> None:
     except OSError:
         return  # another server has this key
     lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")  # `--stop` finds a server that is still preloading
+    # `--stop` finds a server that is still preloading, and tells environments apart
+    lock.write(f"{os.getpid()}\n{os.path.realpath(sys.prefix)}\n")
     lock.flush()
 
     def log(message: str) -> None:
@@ -614,8 +703,15 @@ def _start(
 # --------------------------------------------------------------------------- commands
 
 
-def _servers() -> list[tuple[str, int, bool]]:
-    """(key, pid, serving yet) of every live server: whoever holds a key's lock."""
+class Server(NamedTuple):
+    key: str
+    pid: int
+    serving: bool  # preloaded and listening (else still importing)
+    environment: str  # the interpreter's sys.prefix
+
+
+def _servers() -> list[Server]:
+    """Every live server: whoever holds a key's lock."""
     import fcntl
 
     folder = runtime_dir(os.environ)
@@ -625,15 +721,23 @@ def _servers() -> list[tuple[str, int, bool]]:
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:  # held: a server is running
-                text = lock.read().strip()
-                if text.isdigit():
+                lines = lock.read().split("\n")
+                if lines[0].isdigit():
                     serving = path.with_suffix(".sock").exists()
-                    found.append((path.stem, int(text), serving))
+                    environment = lines[1] if len(lines) > 1 else ""
+                    found.append(Server(path.stem, int(lines[0]), serving, environment))
     return found
 
 
+USAGE = "usage: python -m tabular_pipeline.warm <module> [args...] | --status | --stop [--all]"
+
+
 def main(argv: list[str]) -> None:
-    """``<module> [args]`` runs a stage; ``--serve KEY``/``--status``/``--stop``: servers."""
+    """``<module> [args]`` runs a stage; ``--serve KEY``/``--status``/``--stop``: servers.
+
+    ``--stop`` stops the servers of this interpreter's environment (``make
+    clean`` runs it); ``--stop --all`` every server of this user.
+    """
     if argv[:1] == ["--serve"] and len(argv) == 2:
         try:
             serve(argv[1], idle_seconds())
@@ -643,16 +747,19 @@ def main(argv: list[str]) -> None:
             (runtime_dir(os.environ) / f"{argv[1]}.failed").touch()
             raise
         return
-    if argv[:1] in (["--status"], ["--stop"]):
-        for key, pid, serving in _servers():
-            state = "serving" if serving else "preloading"
+    if argv in (["--status"], ["--stop"], ["--stop", "--all"]):
+        mine = os.path.realpath(sys.prefix)
+        for server in _servers():
+            state = "serving" if server.serving else "preloading"
             if argv[0] == "--stop":
-                os.kill(pid, signal.SIGTERM)
+                if argv[1:] != ["--all"] and server.environment != mine:
+                    continue
+                os.kill(server.pid, signal.SIGTERM)
                 state = "stopped"
-            sys.stdout.write(f"{key}: pid {pid} {state}\n")
+            sys.stdout.write(f"{server.key}: pid {server.pid} {state} {server.environment}\n")
         return
     if not argv or argv[0].startswith("-"):
-        sys.exit("usage: python -m tabular_pipeline.warm <module> [args...] | --status | --stop")
+        sys.exit(USAGE)
     client(argv[0], argv[1:])
 
 

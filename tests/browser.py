@@ -1,29 +1,25 @@
 """Look at pages as a person would: headless Chromium with the network cut off.
 
-`make test` installs Debian's chromium first (`make chromium`). Without it the
-page tests skip locally, but fail under CI, where a skip would hide a blank page.
+Chromium comes from the system (`.ci/run` installs Debian's package; `make
+test` installs nothing). Without it the page tests skip locally with the reason
+(tests/tools.py), but fail under CI, where a skip would hide a blank page.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
+from tests import tools
 
-CHROMIUM = shutil.which("chromium") or shutil.which("google-chrome")
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="chromium not installed (make chromium)",
-)
+# GitHub's runners have google-chrome instead, which works the same here.
+CHROMIUM = tools.find("chromium", "google-chrome")
+needs_chromium = tools.needs("chromium", "google-chrome")
 
 
 def _chromium(url: str, *args: str) -> subprocess.CompletedProcess:
-    assert CHROMIUM, "chromium is not installed: run `make chromium`"
+    assert CHROMIUM, tools.missing("chromium")
     with tempfile.TemporaryDirectory() as profile:
         cmd = [
             CHROMIUM,

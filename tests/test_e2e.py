@@ -170,6 +170,8 @@ def test_set_param_overrides_reach_the_run(project: Path, dvc) -> None:
     assert runs[0]["dvc_exp_name"] and runs[0]["git_commit"]
 
 
+# A full sweep (two experiments through the chain): make test-exhaustive.
+@pytest.mark.exhaustive
 def test_queued_sweep_runs_both_and_tracks_in_project_store(project: Path, dvc) -> None:
     dvc("exp", "run", "--queue", "-S", "model=logreg,random_forest")
     dvc("queue", "start", "-j", "2")
@@ -237,6 +239,8 @@ def test_report_compares_against_base(project: Path, dvc) -> None:
     assert "main" in html and "workspace" in html
 
 
+# A second full chain on a fresh clone: make test-exhaustive.
+@pytest.mark.exhaustive
 def test_fresh_clone_repro_reproduces_every_output_and_leaves_git_clean(
     built_project: Path, tmp_path: Path
 ) -> None:

@@ -1,26 +1,24 @@
 """The shipped Prometheus config and alert rules: promtool's checks and rule unit tests.
 
-promtool comes with Debian's `prometheus` package (`make prometheus`); the
-scrape of a real served Bento is in tests/test_serving_e2e.py.
+promtool comes from the system (Debian's `prometheus` package, which `.ci/run`
+installs; `make test` installs nothing): without it these tests skip with the
+reason (tests/tools.py). The scrape of a real served Bento is in
+tests/test_serving_e2e.py.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
-import pytest
 import yaml
 
+from tests import tools
 from tests.conftest import ROOT
 from tests.test_monitoring import EXPORTED, METRIC_NAME, SERVICE_METRICS
 
 PROM = ROOT / "monitoring" / "prometheus"
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool not installed (`make prometheus` installs Debian's prometheus package)",
-)
+needs_promtool = tools.needs("promtool")
 
 
 def promtool(*args: str) -> str:

@@ -54,7 +54,7 @@ def gapminder_project(tmp: Path, rows: int = 600) -> Path:
     return project
 
 
-def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
+def test_regression_pipeline_serves_floats_and_reruns_one_param(tmp_path: Path) -> None:
     project = gapminder_project(tmp_path)
     out = run(["dvc", "repro"], project, timeout=900)
     assert ran_stages(out.stdout) == ALL
@@ -127,10 +127,19 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "learning rate")
 
+
+# A queued sweep (two more chains): make test-exhaustive.
+@pytest.mark.exhaustive
+def test_regression_queued_sweep_of_two_models(tmp_path: Path) -> None:
+    project = gapminder_project(tmp_path)
+    run(["dvc", "repro"], project, timeout=900)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "repro")
     # A queued sweep of two regression models.
     run(["dvc", "exp", "run", "--queue", "-S", "model=linear"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "model=random_forest"], project)
-    run(["dvc", "queue", "start", "-j", "1"], project)
+    # `queue start` outlived the default 600 s limit on a loaded 2-core machine
+    run(["dvc", "queue", "start", "-j", "1"], project, timeout=1500)
     deadline = time.time() + 600
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], project).stdout

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from tabular_pipeline.serving import package
+from tests import tools
 from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
 from tests.servers import bento_server, free_port
@@ -439,7 +440,7 @@ def test_monitor_flags_shifted_traffic_and_prometheus_scrapes_it(
     assert re.search(r'bentoml_service_request_total{[^}]*http_response_code="200"', metrics_text)
 
     if prom is None:
-        pytest.skip("prometheus not installed (`make prometheus`): scrape not checked")
+        tools.require("prometheus")
     try:
         deadline = time.time() + 60
         seen: list[dict[str, Any]] = []

@@ -227,7 +227,7 @@ def test_corrupted_model_read_by_a_stage_fails_with_a_clear_message(project: Pat
 
 
 def test_stale_dvc_lock_is_reported_and_removable(project: Path) -> None:
-    """A `dvc` killed mid-run leaves .dvc/tmp/rwlock; README says what to do."""
+    """A `dvc` killed mid-run leaves .dvc/tmp/rwlock; docs/team.md says what to do."""
     rwlock = project / ".dvc/tmp/rwlock"
     rwlock.parent.mkdir(parents=True, exist_ok=True)
     held = {str(project / "models/model.joblib"): {"pid": 999999, "cmd": "dvc repro"}}
@@ -260,7 +260,7 @@ def test_disk_full_fails_the_stage_clearly_and_keeps_dvc_lock(project: Path) -> 
     assert "cannot write models/model.joblib: File too large; dvc.lock is unchanged" in log, log
     assert "Traceback" not in log
     assert (project / "dvc.lock").read_bytes() == lock_before
-    # What the README says after a failed stage: git-tracked outputs from git,
+    # What docs/team.md says after a failed stage: git-tracked outputs from git,
     # cached ones from the DVC cache.
     git(project, "checkout", "HEAD", "--", ".")
     run(["dvc", "checkout", "--force"], project)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +238,13 @@ def test_questions_reject_bad_answers(template_repo: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_copy_then_schema_repro_and_own_fast_tests(template_repo: Path, tmp_path: Path) -> None:
+    """The whole round trip a new user makes, then the project's own `make test`.
+
+    That `make test` is the project tier (tests/test_project.py) on the held-out
+    shop data: it passes, and fails once the data breaks the schema's contract.
+    """
     project = generate(template_repo, tmp_path / "shop")
     git(project, "init", "-q", "-b", "main")  # as the message after copy says: DVC needs git
     git(project, "add", "-A")
@@ -274,6 +281,29 @@ def test_copy_then_schema_repro_and_own_fast_tests(template_repo: Path, tmp_path
     assert " passed" in tests.stdout and " failed" not in tests.stdout
     assert git(project, "status", "--porcelain") == ""
 
+    # The project's own tier: `make test` there runs tests/test_project.py and
+    # tests/own/ (the user's), not the template's suite.
+    own = project / "tests/own"
+    own.mkdir()
+    (own / "test_mine.py").write_text("def test_the_users_own_code() -> None:\n    assert 1\n")
+    start = time.monotonic()
+    tier = run([*make, "test"], project, timeout=1200)
+    seconds = time.monotonic() - start
+    summary = tier.stdout.strip().splitlines()[-1]
+    # five of the project tier, one of the user's
+    assert " failed" not in summary and "6 passed" in summary, tier.stdout[-3000:]
+    assert seconds < 900, f"the project tier took {seconds:.0f} s"
+    # ... and fails when the data breaks the contract the schema states.
+    schema_file = project / "conf/data/schema/shop.yaml"
+    broken = yaml.safe_load(schema_file.read_text()) or {}
+    broken.setdefault("expect", {})["tenure_months"] = {"max": 1}
+    schema_file.write_text(yaml.safe_dump(broken))
+    pytest_bin = str(VENV / "bin/pytest")
+    contract = [pytest_bin, "tests/test_project.py", "-k", "contract", "-p", "no:cacheprovider"]
+    failed = run(contract, project, check=False, timeout=900)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert "the data contract is broken" in failed.stdout and "tenure_months" in failed.stdout
+
 
 @pytest.mark.slow
 def test_update_brings_template_changes_and_keeps_the_users(
@@ -292,6 +322,10 @@ def test_update_brings_template_changes_and_keeps_the_users(
     (project / "data/raw/shop/README.md").unlink()
     makefile = project / "Makefile"
     makefile.write_text(makefile.read_text().replace("MLFLOW_PORT ?= 5000", "MLFLOW_PORT ?= 5055"))
+    own = project / "tests/own/test_mine.py"  # the user's own tests, run by `make test`
+    own.parent.mkdir()
+    own.write_text("def test_mine() -> None:\n    assert 1\n")
+    git(project, "add", "-A")
     git(project, "commit", "-qam", "our edits")
     ours = {p: (project / p).read_text() for p in ("README.md", "conf/data/shop.yaml")}
 
@@ -303,6 +337,8 @@ def test_update_brings_template_changes_and_keeps_the_users(
     (template / "conf/config.yaml").write_text(
         (template / "conf/config.yaml").read_text().replace("seed: 42", "seed: 43")
     )
+    tier = template / "tests/test_project.py"  # the project tier is template-owned
+    tier.write_text(tier.read_text() + "\n# release 0.0.2\n")
     release(template, "v0.0.2", "template release 0.0.2")
 
     copier("update", "--defaults", cwd=project)
@@ -312,6 +348,8 @@ def test_update_brings_template_changes_and_keeps_the_users(
     assert "- data: shop" in (project / "conf/config.yaml").read_text()
     assert {p: (project / p).read_text() for p in ours} == ours
     assert not (project / "data/raw/shop/README.md").exists()  # deleted stays deleted
+    assert (project / "tests/test_project.py").read_text().endswith("# release 0.0.2\n")
+    assert own.read_text() == "def test_mine() -> None:\n    assert 1\n"
     assert conflict_lines(project) == []
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["_commit"] == "v0.0.2"

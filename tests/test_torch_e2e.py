@@ -41,6 +41,9 @@ def train_runs(project: Path) -> list[str]:
     return [r[0] for r in rows]
 
 
+# Two chains (one of them 2-process DDP); the estimator is unit-tested in
+# test_torch_mlp.py: make test-exhaustive.
+@pytest.mark.exhaustive
 def test_mlp_runs_single_and_two_process(project: Path, dvc) -> None:
     out = dvc("exp", "run", *MLP, *SMALL)
     log = out.stdout + out.stderr

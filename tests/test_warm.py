@@ -94,6 +94,64 @@ def test_server_key_follows_environment_and_installs_but_not_per_run_variables(
     assert warm.server_key(sys.executable, [str(site)], env) != key
 
 
+def test_make_shell_and_terminal_variables_share_a_server(tmp_path: Path) -> None:
+    """make repro, dvc repro in an activated shell, another terminal, a queue worker: one key."""
+    venv = tmp_path / "venv"
+    shell = {"PATH": f"/usr/bin{os.pathsep}/bin", "LANG": "C.UTF-8", "HOME": "/home/u"}
+    activated = shell | {
+        "PATH": f"{venv}/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "VIRTUAL_ENV": str(venv),
+        "VIRTUAL_ENV_PROMPT": "(venv) ",
+        "PS1": "(venv) $ ",
+        "TERM": "xterm-256color",
+        "COLUMNS": "120",
+        "SHLVL": "2",
+        "_": f"{venv}/bin/dvc",
+    }
+    key = warm.server_key(sys.executable, [], activated, prefix=str(venv))
+    # make prepends .venv/bin again and exports its own and the telemetry variables
+    under_make = activated | {
+        "PATH": f"{venv}/bin{os.pathsep}{activated['PATH']}",
+        "MAKEFLAGS": "-j2 --jobserver-auth=fifo:/tmp/x",
+        "MAKELEVEL": "1",
+        "MFLAGS": "-j2",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "SHLVL": "3",
+    }
+    other_terminal = {k: v for k, v in activated.items() if k not in ("TERM", "COLUMNS")} | {
+        "TMUX": "/tmp/tmux-0/default,1,0",
+        "TMUX_PANE": "%1",
+        "SSH_CONNECTION": "10.0.0.1 22 10.0.0.2 5555",
+        "TERM_PROGRAM": "tmux",
+        "OLDPWD": "/",
+    }
+    # DVC's queue worker (celery, billiard) adds its logging settings
+    queue_worker = activated | {
+        "CELERY_LOG_FILE": "",
+        "CELERY_LOG_LEVEL": "20",
+        "CELERY_LOG_REDIRECT": "1",
+        "CELERY_LOG_REDIRECT_LEVEL": "WARNING",
+        "_MP_FORK_LOGLEVEL_": "20",
+        "_MP_FORK_LOGFILE_": "",
+        "DVC_EXP_NAME": "radio-poss",
+        "DVC_ROOT": "/p",
+    }
+    for env in (under_make, other_terminal, queue_worker):
+        assert warm.server_key(sys.executable, [], env, prefix=str(venv)) == key
+    # What an import may read still starts its own server.
+    for change in (
+        {"OMP_NUM_THREADS": "1"},
+        {"LANG": "de_DE.UTF-8"},
+        {"MLFLOW_DISABLE_TELEMETRY": "false"},  # the user's own value beats the default
+        {"PATH": f"/opt/bin{os.pathsep}{activated['PATH']}"},  # another folder first
+        {"VIRTUAL_ENV": str(tmp_path / "other")},
+        {"PYTHONPATH": "/src"},
+    ):
+        assert warm.server_key(sys.executable, [], activated | change, prefix=str(venv)) != key
+
+
 def test_exit_status_reads_codes_and_signals() -> None:
     pid = os.fork()
     if pid == 0:
