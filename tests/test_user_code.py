@@ -28,7 +28,8 @@ from tests.test_template import (  # noqa: F401  (template_repo is a fixture)
     template_repo,
 )
 
-pytestmark = pytest.mark.slow
+# A template round trip (copier copy, make repro, copier update): the exhaustive tier.
+pytestmark = [pytest.mark.slow, pytest.mark.exhaustive]
 
 USER_FILES = {
     "user/features.py": '''
