@@ -22,9 +22,13 @@ def main() -> None:
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     cfg = parse_section(params, "featurize", FeaturizeConfig)
     train = stage.read_parquet(split_dir / "train.parquet")
-    numeric, categorical = feature_columns(train, data.target)
+    exclude = [c for c in [data.group_column, *data.id_columns] if c]
+    numeric, categorical = feature_columns(train, data.target, exclude)
+    if exclude:
+        log.info("not features (data.group_column / data.id_columns): %s", exclude)
     featurizer = build_featurizer(numeric, categorical, cfg)
-    featurizer.fit(train.drop(columns=[data.target]))
+    # Fitted on the feature columns only: a request never needs the others.
+    featurizer.fit(train[numeric + categorical])
     names = [str(n) for n in featurizer.get_feature_names_out()]
     stage.save_object(featurizer, Path(cfg.out))
     stage.write_json(

@@ -12,9 +12,15 @@ from tabular_pipeline.config import FeaturizeConfig
 from tabular_pipeline.errors import PipelineError
 
 
-def feature_columns(frame: pd.DataFrame, target: str) -> tuple[list[str], list[str]]:
-    """Split input columns into numeric and categorical by their (validated) dtype."""
-    features = frame.drop(columns=[target])
+def feature_columns(
+    frame: pd.DataFrame, target: str, exclude: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Split input columns into numeric and categorical by their (validated) dtype.
+
+    ``exclude``: columns kept in the data but never features (``data.group_column``,
+    ``data.id_columns``): an entity's name or a row id lets a model memorise rows.
+    """
+    features = frame.drop(columns=[target, *[c for c in exclude or [] if c in frame.columns]])
     numeric = features.select_dtypes(include=["number"]).columns.tolist()
     categorical = [c for c in features.columns if c not in numeric]
     if not numeric and not categorical:
