@@ -23,6 +23,7 @@ ALL_STAGES = [
     "split",
     "featurize",
     "tune",
+    "cv",
     "train",
     "evaluate",
     "explain",

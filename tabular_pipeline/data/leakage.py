@@ -116,7 +116,7 @@ def time_order(splits: dict[str, pd.DataFrame], column: str, gap: Any, given_tes
 
 def id_like_columns(frame: pd.DataFrame, features: list[str], min_rows: int = 20) -> list[str]:
     """Features that identify rows: text unique per row, an integer row number, or an id name."""
-    found = []
+    found: list[str] = []
     n = len(frame)
     if n < min_rows:
         return found

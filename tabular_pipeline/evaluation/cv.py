@@ -41,9 +41,13 @@ def decide(enabled: Any, rows: int, max_rows: int) -> tuple[bool, str]:
 
 
 def _time_folds(
-    frame: pd.DataFrame, column: str, k: int, gap: Any, groups: pd.Series | None
+    frame: pd.DataFrame, column: str, k: int, gap: Any, groups: pd.Series | None, seed: int
 ) -> Iterator[Fold]:
-    """Expanding windows over the distinct times (scikit-learn's TimeSeriesSplit on them)."""
+    """Expanding windows over the distinct times (scikit-learn's TimeSeriesSplit on them).
+
+    With groups (``group_time``), fold i tests the i-th of k group folds
+    (GroupKFold) in the i-th window and trains on the other groups before it.
+    """
     times = time_values(frame, column)
     distinct = np.sort(times.unique())
     if len(distinct) <= k:
@@ -52,13 +56,21 @@ def _time_folds(
             f"expanding windows need more than cv.folds={k}; lower cv.folds"
         )
     values = times.to_numpy()
-    for _, test_pos in TimeSeriesSplit(n_splits=k).split(distinct):
+    held: list[np.ndarray] = []
+    if groups is not None:
+        splitter = GroupKFold(k, shuffle=True, random_state=seed)
+        held = [test for _, test in splitter.split(frame, groups=groups)]
+    windows = TimeSeriesSplit(n_splits=k).split(distinct)
+    for i, (_, test_pos) in enumerate(windows):
         window = distinct[test_pos]
         test_mask = np.isin(values, window)
         train_mask = values < window.min() - gap
         if groups is not None:
-            train_mask &= ~groups.isin(set(groups[test_mask])).to_numpy()
-        if train_mask.any():
+            in_fold = np.zeros(len(frame), dtype=bool)
+            in_fold[held[i]] = True
+            test_mask &= in_fold
+            train_mask &= ~in_fold
+        if train_mask.any() and test_mask.any():
             yield np.flatnonzero(train_mask), np.flatnonzero(test_mask)
 
 
@@ -88,10 +100,11 @@ def folds(
         splitter = GroupKFold(k, shuffle=True, random_state=seed)
         return list(splitter.split(frame, groups=groups))
     assert roles.time_column is not None
-    groups = (
-        group_values(frame, roles.group_column).astype(str) if strategy == "group_time" else None
-    )
-    found = list(_time_folds(frame, roles.time_column, k, gap, groups))
+    groups = None
+    if strategy == "group_time":
+        assert roles.group_column is not None
+        groups = group_values(frame, roles.group_column).astype(str)
+    found = list(_time_folds(frame, roles.time_column, k, gap, groups, seed))
     if len(found) < 2:
         raise PipelineError(
             f"cv: only {len(found)} time window(s) have training rows before them; "
