@@ -55,7 +55,7 @@ def duplicate_rows(
     cols = [c for c in features if c in test.columns and c in train.columns]
     seen = pd.util.hash_pandas_object(train[cols], index=False)
     probe = pd.util.hash_pandas_object(test[cols], index=False)
-    count = int(probe.isin(set(seen.to_numpy())).sum())
+    count = int(probe.isin(seen.to_numpy()).sum())
     share = count / max(len(test), 1)
     passed = share <= max_share
     return Finding(
@@ -152,64 +152,78 @@ def _numbers(series: pd.Series) -> np.ndarray:
 
 
 def _encode(train: pd.Series, other: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes shared by both sides: quantile bins of a number, categories of text.
+    """Integer codes >= 0 shared by both sides: quantile bins of a number, values of text.
 
-    Missing values get their own code (-1): missingness itself can leak.
+    Code 0 is missing (missingness itself can leak), 1 a value unseen in training.
     """
     if pd.api.types.is_numeric_dtype(train) and not pd.api.types.is_bool_dtype(train):
         x, z = _numbers(train), _numbers(other)
         present = x[~np.isnan(x)]
         if present.size == 0:
-            return np.full(len(x), -1), np.full(len(z), -1)
+            return np.zeros(len(x), dtype=np.int64), np.zeros(len(z), dtype=np.int64)
         edges = np.unique(np.quantile(present, np.linspace(0, 1, SCORE_BINS + 1)[1:-1]))
         return (
-            np.where(np.isnan(x), -1, np.digitize(x, edges)),
-            np.where(np.isnan(z), -1, np.digitize(z, edges)),
+            np.where(np.isnan(x), 0, np.digitize(x, edges) + 2),
+            np.where(np.isnan(z), 0, np.digitize(z, edges) + 2),
         )
-    cats = pd.Categorical(train.astype("string")).categories
-    return (
-        pd.Categorical(train.astype("string"), categories=cats).codes.astype(np.int64),
-        pd.Categorical(other.astype("string"), categories=cats).codes.astype(np.int64),
-    )
+    values = pd.Index(pd.unique(train.dropna()))
+    codes_train = values.get_indexer(train) + 2
+    codes_other = values.get_indexer(other) + 2
+    codes_train[train.isna().to_numpy()] = 0
+    codes_other = np.where(other.isna().to_numpy(), 0, np.where(codes_other == 1, 1, codes_other))
+    return codes_train.astype(np.int64), codes_other.astype(np.int64)
 
 
-def single_feature_score(
-    train: pd.DataFrame, valid: pd.DataFrame, column: str, target: str, task: str
-) -> float:
+@dataclass(frozen=True)
+class Target:
+    """The target of both sides, encoded once for every feature's score."""
+
+    task: str
+    train: np.ndarray  # float values (regression) or class codes
+    valid: np.ndarray
+    classes: int
+
+    @classmethod
+    def of(cls, train: pd.Series, valid: pd.Series, task: str) -> Target:
+        if task == "regression":
+            return cls(task, _numbers(train), _numbers(valid), 0)
+        # pd.factorize hashes (no sort of strings); unseen valid labels are dropped.
+        codes, uniques = pd.factorize(train.astype(str))
+        index = pd.Index(uniques)
+        return cls(task, codes, index.get_indexer(valid.astype(str)), len(uniques))
+
+
+def single_feature_score(train: pd.Series, valid: pd.Series, y: Target) -> float:
     """Validation score of the best step function of one feature (its bins' training means).
 
     R^2 for regression, ROC AUC (one-vs-rest macro for multiclass) for
     classification. A bin or category unseen in training predicts the
-    training mean, so the score is honest.
+    training mean, so the score is honest. Counted with ``np.bincount``.
     """
-    codes_train, codes_valid = _encode(train[column], valid[column])
-    if task == "regression":
-        y = train[target].to_numpy(dtype="float64")
-        means = pd.Series(y).groupby(codes_train).mean()
-        pred = pd.Series(codes_valid).map(means).fillna(float(y.mean())).to_numpy()
-        return float(r2_score(valid[target].to_numpy(dtype="float64"), pred))
-    labels = train[target].astype(str)
-    classes = sorted(labels.unique())
-    table = pd.crosstab(codes_train, labels).reindex(columns=classes, fill_value=0)
-    rates = table.div(table.sum(axis=1), axis=0)
-    prior = labels.value_counts(normalize=True).reindex(classes).to_numpy()
-    proba = rates.reindex(codes_valid).to_numpy()
-    proba = np.where(np.isnan(proba), prior, proba)
-    y_valid = valid[target].astype(str).to_numpy()
-    present = set(y_valid)
-    if len(classes) == 2:
-        if len(present) < 2:
-            return float("nan")
-        return float(roc_auc_score(y_valid == classes[1], proba[:, 1]))
-    keep = [i for i, c in enumerate(classes) if c in present]
-    if len(keep) < 2:
+    codes_train, codes_valid = _encode(train, valid)
+    size = int(max(codes_train.max(initial=0), codes_valid.max(initial=0))) + 1
+    counts = np.bincount(codes_train, minlength=size).astype("float64")
+    seen = counts > 0
+    safe = np.where(seen, counts, 1.0)
+    if y.task == "regression":
+        sums = np.bincount(codes_train, weights=y.train, minlength=size)
+        means = np.where(seen, sums / safe, float(y.train.mean()))
+        return float(r2_score(y.valid, means[codes_valid]))
+    k = y.classes
+    table = np.bincount(codes_train * k + y.train, minlength=size * k).reshape(size, k)
+    prior = np.bincount(y.train, minlength=k) / len(y.train)
+    rates = np.where(seen[:, None], table / safe[:, None], prior)
+    known = y.valid >= 0
+    proba, labels = rates[codes_valid[known]], y.valid[known]
+    present = np.unique(labels)
+    if len(present) < 2:
         return float("nan")
-    mask = np.isin(y_valid, [classes[i] for i in keep])
-    sub = proba[mask][:, keep]
+    if k == 2:
+        return float(roc_auc_score(labels == 1, proba[:, 1]))
+    sub = proba[:, present]
     sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
-    return float(
-        roc_auc_score(y_valid[mask], sub, multi_class="ovr", labels=[classes[i] for i in keep])
-    )
+    mask = np.isin(labels, present)
+    return float(roc_auc_score(labels[mask], sub[mask], multi_class="ovr", labels=present))
 
 
 def golden_features(
@@ -217,7 +231,8 @@ def golden_features(
 ) -> tuple[Finding, dict[str, float]]:
     """A single feature that alone predicts the target almost perfectly (a leaked column)."""
     task = task_of_frame(train, target)
-    scores = {c: single_feature_score(train, valid, c, target, task) for c in features}
+    y = Target.of(train[target], valid[target], task)
+    scores = {c: single_feature_score(train[c], valid[c], y) for c in features}
     metric = "R^2" if task == "regression" else "ROC AUC"
     bad = {c: s for c, s in scores.items() if s == s and s >= max_score}
     best = max((s for s in scores.values() if s == s), default=float("nan"))
@@ -299,3 +314,41 @@ def report(findings: list[Finding], scores: dict[str, float]) -> dict[str, Any]:
         "checks": [asdict(f) for f in findings],
         "single_feature_scores": {c: round(s, 6) for c, s in sorted(scores.items())},
     }
+
+
+def _parses_as_dates(series: pd.Series, probe: int = 200) -> bool:
+    present = series.dropna().astype(str).head(probe)
+    if present.empty or present.str.fullmatch(r"[-+]?\d+(\.\d+)?").all():
+        return False  # plain numbers are not dates (pandas would read them as nanoseconds)
+    parsed = pd.to_datetime(present, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.95)
+
+
+def propose_roles(frame: pd.DataFrame, target: str) -> dict[str, list[str]]:
+    """Candidate time, group and id columns for `make schema` to propose (never to apply).
+
+    time: datetime columns, text that parses as dates, integers named like a
+    date (``year``). group: a repeated value that, with a time candidate,
+    identifies each row (an entity measured over time), or a repeated ``*_id``.
+    id: a feature that identifies rows (see ``id_like_columns``).
+    """
+    columns = [c for c in frame.columns if c != target]
+    time = [
+        c
+        for c in columns
+        if pd.api.types.is_datetime64_any_dtype(frame[c])
+        or (pd.api.types.is_integer_dtype(frame[c]) and DATE_NAME.search(c))
+        or (not pd.api.types.is_numeric_dtype(frame[c]) and _parses_as_dates(frame[c]))
+    ]
+    ids = id_like_columns(frame, columns)
+    group = []
+    for c in columns:
+        if c in time or c in ids or pd.api.types.is_float_dtype(frame[c]):
+            continue
+        distinct = frame[c].nunique(dropna=True)
+        if not 2 <= distinct <= len(frame) // 2:
+            continue
+        panel = any(not frame.duplicated([c, t]).any() for t in time)
+        if panel or ID_NAME.search(c):
+            group.append(c)
+    return {"time_column": time, "group_column": group, "id_columns": ids}
