@@ -104,7 +104,10 @@ def test_regression_pipeline_serves_floats_and_sweeps(tmp_path: Path) -> None:
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "repro")
     with bento_server(project, tmp_path, "k") as url:
-        test = pd.read_parquet(project / "data/split/test.parquet").drop(columns=["lifeexp"])
+        # The service takes the features only: country (the group column) is not one.
+        test = pd.read_parquet(project / "data/split/test.parquet").drop(
+            columns=["lifeexp", "country"]
+        )
         rows = json.loads(test.to_json(orient="records"))
         auth = {"Authorization": "Bearer k"}
         one = httpx.post(f"{url}/predict", json=rows[0], headers=auth, timeout=30)

@@ -67,18 +67,19 @@ def test_planted_leak_stops_split_with_one_line(
     project: Path, dvc: Callable[..., subprocess.CompletedProcess]
 ) -> None:
     before = lock(project)
-    # Adult's best single feature (relationship) scores ROC AUC ~0.78 on the validation
-    # split: a threshold under it plants the "leaked column".
+    # Adult's best single feature (relationship) scores ROC AUC 0.78 on the fixture's
+    # validation split, the next (marital_status) 0.76: a threshold between the two
+    # plants the "leaked column".
     cfg = project / "conf/config.yaml"
     cfg.write_text(
-        cfg.read_text().replace("max_single_feature_score: 0.95", "max_single_feature_score: 0.7")
+        cfg.read_text().replace("max_single_feature_score: 0.95", "max_single_feature_score: 0.77")
     )
     out = dvc("repro", "split", check=False)
     assert out.returncode != 0
     errors = failed(out)
     assert len(errors) == 1, errors
     assert "leakage single_feature: feature 'relationship' alone scores ROC AUC 0.7" in errors[0]
-    assert "threshold split.leakage.max_single_feature_score=0.7" in errors[0]
+    assert "threshold split.leakage.max_single_feature_score=0.77" in errors[0]
     assert "Traceback" not in out.stderr
     assert lock(project) == before
 
