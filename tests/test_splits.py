@@ -337,3 +337,24 @@ def test_model_card_states_strategy_and_cv() -> None:
 def test_gapminder_fixture_has_countries_for_the_group_split() -> None:
     with gzip.open(GAPMINDER / "data/raw/gapminder/gapminder.csv.gz", "rt") as fh:
         assert "country" in fh.readline()
+
+
+def test_make_schema_proposes_time_group_and_id_columns() -> None:
+    raw = read_table(GAPMINDER / "data/raw/gapminder/gapminder.csv.gz")
+    frame = normalize(raw, DataConfig(target="lifeexp", task="regression"))
+    found = leakage.propose_roles(frame, "lifeexp")
+    assert found["time_column"] == ["year"] and "country" in found["group_column"]
+    assert "continent" not in found["group_column"] and found["id_columns"] == []
+    orders = pd.DataFrame(
+        {
+            "order_date": [f"2024-01-{i % 28 + 1:02d}" for i in range(100)],
+            "customer_id": [i % 10 for i in range(100)],
+            "order_id": range(100),
+            "amount": np.linspace(1, 2, 100),
+        }
+    )
+    assert leakage.propose_roles(orders, "amount") == {
+        "time_column": ["order_date"],
+        "group_column": ["customer_id"],
+        "id_columns": ["order_id"],
+    }
