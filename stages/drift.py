@@ -38,10 +38,6 @@ def main() -> None:
 
     reference = stage.read_parquet(split_dir / "train.parquet")
     current = drift.read_batch(Path(cfg.current), data, task_of_frame(reference, data.target))
-    # Group and id columns are not features: a group split makes them drift by design.
-    not_features = [c for c in [data.group_column, *data.id_columns] if c]
-    reference = reference.drop(columns=not_features, errors="ignore")
-    current = current.drop(columns=not_features, errors="ignore")
     pipeline = stage.load_object(model_path)
     ref, cur, columns = drift.prepare(
         reference, current, data, pipeline, cfg.max_rows, int(params["seed"])
