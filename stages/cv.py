@@ -80,12 +80,16 @@ def main() -> None:
     table = pd.DataFrame(rows)
     keys = [c for c in table.columns if c not in ("fold", "n_train", "n_test")]
     n_train, n_test = float(table["n_train"].mean()), float(table["n_test"].mean())
-    summary = {
-        k: cv.corrected_interval(table[k].astype(float).tolist(), n_train, n_test, cfg.confidence)
-        for k in keys
-        if table[k].notna().all()
-    }
     primary = PRIMARY["regression" if task == "regression" else "classification"]
+    if primary not in keys or table[primary].isna().any():
+        primary = "accuracy"
+    # One metric's interval only: every metric here is a column in `dvc exp show`.
+    # The per-fold values of all of them are in cv.folds_out.
+    summary = {
+        primary: cv.corrected_interval(
+            table[primary].astype(float).tolist(), n_train, n_test, cfg.confidence
+        )
+    }
     table.insert(3, "metric", primary)
     table.insert(4, "score", table[primary])
     stage.write_csv(table, Path(cfg.folds_out))
