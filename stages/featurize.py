@@ -11,7 +11,12 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
-from tabular_pipeline.models.features import column_kinds, featurizer_for, output_names
+from tabular_pipeline.models.features import (
+    feature_kinds,
+    featurizer_for,
+    not_features,
+    output_names,
+)
 
 log = logging.getLogger("featurize")
 
@@ -22,9 +27,13 @@ def main() -> None:
     split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
     cfg = parse_section(params, "featurize", FeaturizeConfig)
     train = stage.read_parquet(split_dir / "train.parquet")
-    kinds = column_kinds(train, data.target, data.kinds, data.id_columns, data.schema)
+    kinds = feature_kinds(train, data)
+    excluded = not_features(data)
+    if excluded:
+        log.info("not features (data.group_column / data.id_columns): %s", excluded)
     featurizer = featurizer_for(kinds, cfg)
-    featurizer.fit(train.drop(columns=[data.target]))
+    # Fitted on the feature columns only: a request never needs the others.
+    featurizer.fit(train[list(kinds)])
     names = output_names(featurizer)
     stage.save_object(featurizer, Path(cfg.out))
     by_kind = {k: [c for c, v in kinds.items() if v == k] for k in dict.fromkeys(kinds.values())}
@@ -34,7 +43,7 @@ def main() -> None:
             "numeric": by_kind.get("numeric", []),
             "categorical": [c for c, k in kinds.items() if k != "numeric"],
             "kinds": kinds,
-            "ids": [c for c in data.id_columns if c in train.columns],
+            "ids": [c for c in excluded if c in train.columns],
             "n_features_out": len(names),
             "features_out": names,
         },

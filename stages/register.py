@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tabular_pipeline import stage, tracking
 from tabular_pipeline.config import (
+    CvConfig,
     DriftConfig,
     EvaluateConfig,
     RegisterConfig,
@@ -36,7 +37,9 @@ log = logging.getLogger("register")
 def main() -> None:
     params = load_params()
     data = load_data_config(params)
-    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
+    split_cfg = parse_section(params, "split", SplitConfig)
+    split_dir = Path(split_cfg.out_dir)
+    cv_cfg = parse_section(params, "cv", CvConfig)
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     ev_cfg = parse_section(params, "evaluate", EvaluateConfig)
     drift_cfg = parse_section(params, "drift", DriftConfig)
@@ -169,6 +172,8 @@ def main() -> None:
             },
         )
         card["explanations"] = model_card.explanations(explain_summary)
+        card["split"] = model_card.split_section(stage.read_json(Path(split_cfg.summary_out)))
+        card["cross_validation"] = stage.read_json(Path(cv_cfg.metrics_out))
         model_card.write(card, Path(cfg.card_dir))
         mlflow_registry.log_card(card, registered, experiment_id, verdict)
 

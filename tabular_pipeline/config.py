@@ -144,15 +144,58 @@ class ValidateConfig:
 
 
 @dataclass
+class LeakageConfig:
+    """Thresholds of the leakage gate run by ``split`` (see tabular_pipeline/data/leakage.py)."""
+
+    enforce: bool  # false: failures are logged as warnings (to reproduce a leaky baseline)
+    max_duplicate_share: float
+    max_single_feature_score: float
+    sample_rows: int
+
+    def __post_init__(self) -> None:
+        _fraction("leakage.max_duplicate_share", self.max_duplicate_share, closed_high=True)
+        _fraction("leakage.max_single_feature_score", self.max_single_feature_score, True)
+
+
+@dataclass
 class SplitConfig:
     out_dir: str
     valid_size: float
     test_size: float
     stratify: bool
+    strategy: str
+    test_start: Any
+    valid_start: Any
+    gap: Any
+    summary_out: str
+    leakage: LeakageConfig
 
     def __post_init__(self) -> None:
         _fraction("valid_size", self.valid_size)
         _fraction("test_size", self.test_size)
+        _one_of(
+            "split.strategy",
+            self.strategy,
+            ("auto", "random", "stratified", "group", "time", "group_time"),
+        )
+
+
+@dataclass
+class CvConfig:
+    """The ``cv`` section: k-fold evaluation on train+valid, following the split strategy."""
+
+    enabled: Any  # true | false | auto (on when train+valid has at most max_rows rows)
+    max_rows: int
+    folds: int
+    confidence: float
+    metrics_out: str
+    folds_out: str
+
+    def __post_init__(self) -> None:
+        _one_of("cv.enabled", self.enabled, (True, False, "auto"))
+        if self.folds < 2:
+            raise ValueError(f"cv.folds: {self.folds} must be at least 2")
+        _fraction("cv.confidence", self.confidence)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tabular_pipeline.config import (
+    CvConfig,
     DataConfig,
     DriftConfig,
     EvaluateConfig,
@@ -35,6 +36,7 @@ SECTIONS: dict[str, type] = {
     "validate": ValidateConfig,
     "split": SplitConfig,
     "featurize": FeaturizeConfig,
+    "cv": CvConfig,
     "tune": TuneConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,

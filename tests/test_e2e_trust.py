@@ -149,6 +149,7 @@ def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Pa
     assert ran_stages(out.stdout) == [
         "compose",
         "tune",
+        "cv",
         "train",
         "evaluate",
         "explain",

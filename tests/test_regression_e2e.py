@@ -43,6 +43,9 @@ def gapminder_project(tmp: Path, rows: int = 600) -> Path:
     text = cfg.read_text().replace("  - data: adult\n", "  - data: gapminder\n")
     text = re.sub(r"n_repeats: \d+", "n_repeats: 1", text)
     text = re.sub(r"n_resamples: \d+", "n_resamples: 200", text)
+    # The test split holds whole countries (a group split): ~120 of 600 rows,
+    # so continents have fewer than the shipped 30 rows a fairness gap needs.
+    text = re.sub(r"min_group_size: \d+", "min_group_size: 10", text)
     cfg.write_text(text)
     model = project / "conf/model/hgb.yaml"
     model.write_text(model.read_text().replace("max_iter: 500", "max_iter: 100"))
@@ -75,15 +78,36 @@ def test_regression_pipeline_serves_floats_and_reruns_one_param(tmp_path: Path) 
     assert len(scatter) == metrics["n_rows"] and scatter.notna().all().all()
     card = (project / "reports/model_card/model_card.md").read_text()
     assert "HistGradientBoostingRegressor" in card and "Largest MAE gap" in card
+    # Split by country (conf/data/gapminder.yaml: group_column), CV on (small data).
+    summary = json.loads((project / "reports/split/summary.json").read_text())
+    assert summary["strategy"] == "group" and summary["leakage"]["passed"]
+    countries = {
+        n: set(pd.read_parquet(project / f"data/split/{n}.parquet")["country"])
+        for n in ("train", "valid", "test")
+    }
+    assert not countries["train"] & (countries["valid"] | countries["test"])
+    assert summary["splits"]["test"]["groups"] == len(countries["test"])
+    cv = json.loads((project / "metrics/cv.json").read_text())
+    assert cv["enabled"] and cv["strategy"] == "group" and cv["folds"] == 5
+    assert cv["rmse"]["ci_low"] < cv["rmse"]["mean"] < cv["rmse"]["ci_high"]
+    assert "Strategy `group`" in card and "### Cross-validation (5 folds" in card
     plots = run(["dvc", "plots", "show", "--json"], project)
     payload = json.loads(plots.stdout)
     assert not payload.get("errors"), payload.get("errors")
-    assert {"Predicted vs actual", "Residual distribution", "MAE by group"} <= set(payload["data"])
+    assert {
+        "Predicted vs actual",
+        "Residual distribution",
+        "MAE by group",
+        "Cross-validation score by fold",
+    } <= set(payload["data"])
 
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "repro")
     with bento_server(project, tmp_path, "k") as url:
-        test = pd.read_parquet(project / "data/split/test.parquet").drop(columns=["lifeexp"])
+        # The service takes the features only: country (the group column) is not one.
+        test = pd.read_parquet(project / "data/split/test.parquet").drop(
+            columns=["lifeexp", "country"]
+        )
         rows = json.loads(test.to_json(orient="records"))
         auth = {"Authorization": "Bearer k"}
         one = httpx.post(f"{url}/predict", json=rows[0], headers=auth, timeout=30)

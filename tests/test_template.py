@@ -7,6 +7,7 @@ VENV=...``) instead of building one per generated project.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -303,6 +304,32 @@ def test_copy_then_schema_repro_and_own_fast_tests(template_repo: Path, tmp_path
     failed = run(contract, project, check=False, timeout=900)
     assert failed.returncode == 1, failed.stdout[-3000:]
     assert "the data contract is broken" in failed.stdout and "tenure_months" in failed.stdout
+
+
+@pytest.mark.slow
+def test_generated_project_with_a_time_column_splits_by_time(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    """The copier question sets data.time_column; `split` then holds out the latest rows."""
+    project = generate(template_repo, tmp_path / "shop", ANSWERS | {"time_column": "month"})
+    data = yaml.safe_load((project / "conf/data/shop.yaml").read_text())
+    assert data["time_column"] == "month" and data["group_column"] is None
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "start")
+    csv = project / "data/raw/shop/train.csv"
+    synthetic_csv(csv)
+    frame = pd.read_csv(csv)
+    frame.insert(0, "Month", np.arange(len(frame)) % 24 + 1)
+    frame.to_csv(csv, index=False)
+    make = ["make", f"VENV={VENV}"]
+    run([*make, "schema"], project)
+    run([*make, "params"], project)
+    out = run(["dvc", "repro", "split"], project, timeout=900)
+    assert "strategy: time" in out.stdout + out.stderr
+    parts = json.loads((project / "reports/split/summary.json").read_text())["splits"]
+    assert parts["train"]["time_max"] < parts["valid"]["time_min"]
+    assert parts["valid"]["time_max"] < parts["test"]["time_min"] == 20  # last 20 % of 1..24
 
 
 @pytest.mark.slow

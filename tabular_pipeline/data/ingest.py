@@ -274,6 +274,28 @@ def expand(patterns: list[str]) -> list[Path]:
     return found
 
 
+def check_same_columns(columns: dict[str, list[str]]) -> None:
+    """Every source file (train, extra_train, test) has the same columns after rename/drop.
+
+    A column in one file only would train a model on it and crash evaluate
+    (or, worse, be imputed as missing everywhere it is absent).
+    """
+    files = list(columns)
+    if len(files) < 2:
+        return
+    first = files[0]
+    for other in files[1:]:
+        for here, there in ((first, other), (other, first)):
+            extra = [c for c in columns[here] if c not in set(columns[there])]
+            if extra:
+                raise PipelineError(
+                    f"ingest: column {extra[0]!r} is in {here} but not in {there}"
+                    + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                    + "; every source file needs the same columns: add it to both, or list it "
+                    "in data.drop"
+                )
+
+
 def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Row-bind normalised tables; a category column stays categorical (union of values).
 

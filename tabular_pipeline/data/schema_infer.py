@@ -23,6 +23,7 @@ import yaml
 from tabular_pipeline.config import DataConfig, load_params, parse_section
 from tabular_pipeline.data.dates import parse_dates
 from tabular_pipeline.data.ingest import check_inside, normalize
+from tabular_pipeline.data.leakage import propose_roles
 from tabular_pipeline.data.reader import read_user_table, table_format
 from tabular_pipeline.errors import PipelineError
 
@@ -228,6 +229,10 @@ def write_schema(params: dict[str, Any], force: bool = False) -> Path:
             schema["ids"],
             data.name,
         )
+    roles = propose_roles(pd.concat(frames, ignore_index=True), data.target)
+    for key, found in roles.items():
+        if found and not getattr(data, key):  # declared already: the user decided
+            log.info("proposed data.%s (confirm in conf/data/%s.yaml): %s", key, data.name, found)
     return path
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from tabular_pipeline.config import COLUMN_KINDS, FeaturizeConfig
+from tabular_pipeline.config import COLUMN_KINDS, DataConfig, FeaturizeConfig
 from tabular_pipeline.errors import PipelineError
 
 # ColumnTransformer block per kind: the prefix of every output feature name
@@ -65,9 +65,23 @@ def column_kinds(
     return kinds
 
 
-def feature_columns(frame: pd.DataFrame, target: str) -> tuple[list[str], list[str]]:
-    """Numeric and categorical columns by dtype (kinds undeclared, no dates)."""
-    kinds = column_kinds(frame, target)
+def not_features(data: DataConfig) -> list[str]:
+    """Columns kept in the data but never features: ``data.group_column`` and
+    ``data.id_columns`` (an entity's name or a row id lets a model memorise rows)."""
+    return [c for c in [data.group_column, *data.id_columns] if c]
+
+
+def feature_kinds(frame: pd.DataFrame, data: DataConfig) -> dict[str, str]:
+    """Feature column -> kind as featurize and cv both fit them."""
+    return column_kinds(frame, data.target, data.kinds, not_features(data), data.schema)
+
+
+def feature_columns(
+    frame: pd.DataFrame, target: str, exclude: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Numeric and categorical columns by dtype (kinds undeclared, no dates); ``exclude``
+    as :func:`not_features`."""
+    kinds = column_kinds(frame, target, id_columns=exclude or ())
     return (
         [c for c, k in kinds.items() if k == "numeric"],
         [c for c, k in kinds.items() if k != "numeric"],

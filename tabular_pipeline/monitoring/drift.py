@@ -249,7 +249,10 @@ def prepare(
     ``reference_prediction`` (the model's predictions on the sampled
     reference, from an earlier call) saves predicting it again.
     """
-    features = [c for c in reference.columns if c != data.target]
+    # Group and id columns are kept in the splits but are no features: the service
+    # never receives them, and a group split makes them drift by design.
+    not_features = {data.target, data.group_column, *data.id_columns}
+    features = [c for c in reference.columns if c not in not_features]
     missing = [c for c in features if c not in current.columns]
     if missing:
         raise PipelineError(

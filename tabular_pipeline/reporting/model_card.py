@@ -104,6 +104,76 @@ def explanations(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def split_section(summary: dict[str, Any]) -> dict[str, Any]:
+    """How the test rows were held out (split stage's summary), without the leakage details."""
+    return {
+        k: summary.get(k) for k in ("strategy", "test_source", "time_column", "group_column")
+    } | {
+        "splits": summary.get("splits", {}),
+        "leakage_passed": summary.get("leakage", {}).get("passed"),
+    }
+
+
+STRATEGY_TEXT = {
+    "random": "a seeded random split",
+    "stratified": "a seeded random split, stratified on the target",
+    "group": "a group split: no value of `{group}` is in two splits, so the test error is "
+    "that of an entity the model never saw",
+    "time": "a time split on `{time}`: every test row is later than every training row, so the "
+    "test error is that of the future",
+    "group_time": "a group and time split: test rows are later than training rows and belong to "
+    "entities (`{group}`) the model never saw",
+}
+
+
+def _split_lines(card: dict[str, Any]) -> list[str]:
+    sp = card.get("split")
+    if not sp:
+        return []
+    text = STRATEGY_TEXT.get(sp["strategy"], sp["strategy"]).format(
+        group=sp.get("group_column"), time=sp.get("time_column")
+    )
+    source = " The test rows are the source's own test file." if sp["test_source"] == "file" else ""
+    lines = [
+        "## How the test rows were held out",
+        "",
+        f"Strategy `{sp['strategy']}`: {text}.{source}",
+        "",
+    ]
+    parts = sp.get("splits", {})
+    cols = ["rows"] + [
+        c for c in ("groups", "time_min", "time_max") if any(c in p for p in parts.values())
+    ]
+    lines += _table(["split", *cols], [[n, *(p.get(c) for c in cols)] for n, p in parts.items()])
+    return [*lines, ""]
+
+
+def _cv_lines(card: dict[str, Any]) -> list[str]:
+    cv = card.get("cross_validation")
+    if not cv:
+        return []
+    if not cv.get("enabled"):
+        return [f"Cross-validation: off ({cv.get('reason')}).", ""]
+    conf = round(100 * cv["confidence"])
+    lines = [
+        f"### Cross-validation ({cv['folds']} folds on train+valid, strategy `{cv['strategy']}`)",
+        "",
+        f"Mean over folds with a {conf} % interval ({cv['interval']}: it accounts for the "
+        "overlapping training sets, so it is wider than a naive one). Compare with the test "
+        "metrics above: a test value far outside it says the test split is unusual.",
+        "",
+    ]
+    metrics = [k for k, v in cv.items() if isinstance(v, dict) and "mean" in v]
+    lines += _table(
+        ["metric", "mean", f"{conf} % CI", "std over folds"],
+        [
+            [k, cv[k]["mean"], f"{cv[k]['ci_low']:.4f} to {cv[k]['ci_high']:.4f}", cv[k]["std"]]
+            for k in metrics
+        ],
+    )
+    return [*lines, ""]
+
+
 def _explanation_lines(card: dict[str, Any]) -> list[str]:
     ex = card.get("explanations")
     if not ex:
@@ -245,6 +315,8 @@ def to_markdown(card: dict[str, Any]) -> str:
         ],
     )
     lines += ["", sampling_note(ev["n_rows"], ev.get("sampling", {})), ""]
+    lines += _cv_lines(card)
+    lines += _split_lines(card)
     lines += ["## Fairness", ""]
     fair = card["fairness"]
     if not fair.get("columns"):
