@@ -195,6 +195,14 @@ def test_api_key_is_required_unless_auth_is_none(tmp_path: Path) -> None:
     key_file.write_text("from-file\n")
     serve.api_key_file = str(key_file)
     assert resolve_api_key(serve, environ={}) == "from-file"
+    # A mounted secret named by $TABULAR_API_KEY_FILE; the variable itself still wins.
+    mounted = tmp_path / "mounted"
+    mounted.write_text("mounted\n")
+    assert resolve_api_key(serve, environ={"TABULAR_API_KEY_FILE": str(mounted)}) == "mounted"
+    both = {"TABULAR_API_KEY": "env", "TABULAR_API_KEY_FILE": str(mounted)}
+    assert resolve_api_key(serve, environ=both) == "env"
+    with pytest.raises(AuthConfigError, match="missing or empty"):
+        resolve_api_key(serve, environ={"TABULAR_API_KEY_FILE": str(tmp_path / "absent")})
     serve.auth = "none"
     assert resolve_api_key(serve, environ={}) is None
 

@@ -24,6 +24,7 @@ from tabular_pipeline.serving.settings import ServeConfig
 CONFIG_ENV = "TABULAR_SERVING_CONFIG"
 CWD_ENV = "TABULAR_SERVE_CWD"  # where `make serve` ran: base of relative log paths
 CONFIG_NAME = "serving.json"
+KEY_FILE_SUFFIX = "_FILE"  # $TABULAR_API_KEY_FILE: a file holding the key (a mounted secret)
 MODEL_FILE = "model.joblib"
 
 log = logging.getLogger(__name__)
@@ -122,14 +123,17 @@ def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -
     if serve.auth != "api_key":
         raise AuthConfigError(f"serve.auth must be 'api_key' or 'none', not {serve.auth!r}")
     key = environ.get(serve.api_key_env, "").strip()
-    if not key and serve.api_key_file:
-        path = Path(serve.api_key_file).expanduser()
+    # A mounted secret (Kubernetes, Docker/Podman secrets): $<api_key_env>_FILE
+    # names the file, as official images do; serve.api_key_file is the default.
+    key_file = environ.get(f"{serve.api_key_env}{KEY_FILE_SUFFIX}") or serve.api_key_file
+    if not key and key_file:
+        path = Path(key_file).expanduser()
         if path.is_file():
             key = path.read_text(encoding="utf-8").strip()
     if not key:
-        where = f"${serve.api_key_env}"
-        if serve.api_key_file:
-            where += f" or the file {serve.api_key_file}"
+        where = f"${serve.api_key_env}, a file named by ${serve.api_key_env}{KEY_FILE_SUFFIX}"
+        if key_file:
+            where += f" (now {key_file}: missing or empty)"
         raise AuthConfigError(
             f"no API key: set {where}, or set serve.auth: none to serve without auth"
         )
