@@ -245,13 +245,7 @@ def import_standin(environ: dict[str, str] | None = None, mirror: str | None = N
     return BASE_REF
 
 
-def build(
-    archive: Path,
-    engine: str,
-    *,
-    environ: dict[str, str] | None = None,
-    layers: bool = False,
-) -> str:
+def build(archive: Path, engine: str, *, environ: dict[str, str] | None = None) -> str:
     """Build the archive's image with ``engine``; returns the tag (``name:version``)."""
     import bentoml
     from bentoml._internal.container import construct_containerfile
@@ -264,10 +258,9 @@ def build(
     if engine == "buildah":
         env = buildah_env(env)
     with construct_containerfile(bento, enable_buildkit=False) as (context, dockerfile):
-        if engine == "buildah":
-            cmd = ["buildah", "bud", f"--layers={str(layers).lower()}"]
-        else:
-            cmd = [engine, "build"]
+        # buildah: layer cache on, as docker/podman have it (a rebuild with the
+        # same requirements skips the dependency install).
+        cmd = ["buildah", "bud", "--layers"] if engine == "buildah" else [engine, "build"]
         cmd += ["-f", str(Path(context) / dockerfile), "-t", tag, context]
         log.info("%s", " ".join(cmd))
         done = subprocess.run(cmd, env=env, check=False)
