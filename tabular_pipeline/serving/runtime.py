@@ -142,9 +142,14 @@ def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -
 
 # -- prediction ids ----------------------------------------------------------------
 def new_ids(n: int) -> list[str]:
-    """``n`` random 128-bit ids (32 hex digits): one system call, not one per row."""
-    raw = os.urandom(16 * n).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
+    """``n`` random UUIDs (version 4, as hex) from one system call, not one per row."""
+    import numpy as np
+
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.tobytes().hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 # -- prediction log ----------------------------------------------------------------
