@@ -19,8 +19,7 @@ import yaml
 
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving import deploy
-from tabular_pipeline.serving.package import CONTAINER_DATA, CONTAINER_ENV
-from tabular_pipeline.serving.runtime import CWD_ENV
+from tabular_pipeline.serving.runtime import CONTAINER_DATA, CONTAINER_FLAG, CWD_ENV
 from tabular_pipeline.serving.settings import DeployConfig, ServeConfig
 from tests.conftest import ROOT, composed_params, run, shipped
 
@@ -118,6 +117,7 @@ def test_manifests_agree_with_the_built_bento(built_project: Path, tmp_path: Pat
     with tarfile.open(archive, "r:*") as tar:
         bento = yaml.safe_load(tar.extractfile("./bento.yaml").read())  # type: ignore[union-attr]
         serving = json.loads(tar.extractfile("./src/serving.json").read())  # type: ignore[union-attr]
+        dockerfile = tar.extractfile("./env/docker/Dockerfile").read().decode()  # type: ignore[union-attr]
     serve = serving["serve"]
     container = files["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"{bento['name']}:{bento['version']}"
@@ -130,16 +130,12 @@ def test_manifests_agree_with_the_built_bento(built_project: Path, tmp_path: Pat
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] in serve["open_paths"]
     assert deploy.METRICS_PATH in serve["open_paths"]
-    # Environment: what the image sets (the Bento's docker.env) is what the pod sets,
-    # the key variable is the one the service reads, the log volume is where it writes.
+    # Environment: the image runs with the container defaults (runtime.in_container),
+    # the pod says so explicitly, the key variable is the one the service reads,
+    # and the log folder is the mounted volume.
+    assert f"ENV {CONTAINER_FLAG}=true" in dockerfile
     env = {e["name"]: e.get("value") for e in container["env"]}
-    image_env = bento["docker"]["env"]
-    image_env = (
-        image_env if isinstance(image_env, dict) else dict(e.split("=", 1) for e in image_env)
-    )
-    assert {k: env[k] for k in image_env} == image_env
+    assert env["BENTOML_HOST"] == "0.0.0.0" and env["BENTOML_PORT"] == str(serve["port"])
     assert serve["api_key_env"] in env
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert (
-        image_env[CWD_ENV] == CONTAINER_DATA == CONTAINER_ENV[CWD_ENV] and CONTAINER_DATA in mounts
-    )
+    assert env[CWD_ENV] == CONTAINER_DATA and CONTAINER_DATA in mounts

@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 
 from tabular_pipeline.serving import image
-from tabular_pipeline.serving.package import CONTAINER_DATA
+from tabular_pipeline.serving.runtime import CONTAINER_DATA
 from tabular_pipeline.serving.schema import FieldSpec, frame_to_rows
 from tabular_pipeline.serving.settings import DeployConfig
 from tests.conftest import run, shipped
@@ -204,7 +204,9 @@ def test_image_serves_outside_its_network_namespace(running: Running, built_proj
     config = running.config
     assert config.get("User") == "bentoml"
     env = dict(e.split("=", 1) for e in config["Env"])
-    assert env["BENTOML_HOST"] == "0.0.0.0" and env["BENTOML_CONTAINERIZED"] == "true"
+    # No host is set anywhere: the container default (runtime.bind_host) serves
+    # on every interface, while the Bento's serve.host stays 127.0.0.1.
+    assert "BENTOML_HOST" not in env and env["BENTOML_CONTAINERIZED"] == "true"
     assert httpx.get(f"{running.url}/readyz", timeout=10).status_code == 200
 
     frame = pd.read_parquet(built_project / "data/split/test.parquet").head(1)

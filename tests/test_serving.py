@@ -25,10 +25,15 @@ from tabular_pipeline.models.modeling import fit_pipeline
 from tabular_pipeline.serving import middleware, package
 from tabular_pipeline.serving.fast import FastPredictor
 from tabular_pipeline.serving.runtime import (
+    CONTAINER_DATA,
+    CONTAINER_HOST,
+    CWD_ENV,
     AuthConfigError,
     PredictionLog,
     Variant,
+    bind_host,
     choose_variant,
+    log_base,
     new_ids,
     resolve_api_key,
 )
@@ -345,3 +350,15 @@ def test_prediction_log_writes_a_line_per_row_in_one_call(tmp_path: Path) -> Non
         PredictionLog(str(tmp_path / "q.jsonl"), 10**6, 1).write(
             rows[:1], ["a"], np.array([[np.nan, 1.0]]), variant
         )
+
+
+def test_container_defaults_differ_from_make_serve() -> None:
+    """The image listens on every interface and logs under its data folder; make serve does not."""
+    serve = shipped("serve", ServeConfig)
+    assert serve.host == "127.0.0.1"
+    assert bind_host(serve, environ={}) == "127.0.0.1"
+    assert bind_host(serve, environ={"BENTOML_CONTAINERIZED": "true"}) == CONTAINER_HOST
+    assert log_base(environ={}) == Path(".")
+    assert log_base(environ={"BENTOML_CONTAINERIZED": "true"}) == Path(CONTAINER_DATA)
+    both = {"BENTOML_CONTAINERIZED": "true", CWD_ENV: "/srv/logs"}
+    assert log_base(environ=both) == Path("/srv/logs")

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from tabular_pipeline.errors import PipelineError
-from tabular_pipeline.serving.package import CONTAINER_DATA, CONTAINER_ENV
+from tabular_pipeline.serving.runtime import CONTAINER_DATA, CWD_ENV
 from tabular_pipeline.serving.settings import DeployConfig, ServeConfig
 
 log = logging.getLogger("deploy")
@@ -47,10 +47,13 @@ def manifests(tag: str, serve: ServeConfig, deploy: DeployConfig) -> dict[str, A
     name, version = tag.split(":")
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}
     port_name = "http"
+    # The image's own defaults (runtime.bind_host, runtime.log_base), spelt out
+    # so that the pod spec shows where the service listens and writes.
     env: list[dict[str, Any]] = [
-        {"name": key, "value": value} for key, value in sorted(CONTAINER_ENV.items())
+        {"name": "BENTOML_HOST", "value": "0.0.0.0"},
+        {"name": "BENTOML_PORT", "value": str(serve.port)},
+        {"name": CWD_ENV, "value": CONTAINER_DATA},
     ]
-    env.append({"name": "BENTOML_PORT", "value": str(serve.port)})
     if serve.auth == "api_key":
         env.append(
             {

@@ -35,7 +35,6 @@ from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.serving.runtime import (
     CONFIG_ENV,
     CONFIG_NAME,
-    CWD_ENV,
     MODEL_FILE,
     ServingConfig,
     Variant,
@@ -65,15 +64,6 @@ BASE_REQUIREMENTS = (
     "llvmlite",
     "slicer",
 )
-# The image's defaults (``make image``; a deployment may set each one). In a
-# container the service must listen on every interface: the ``serve.host``
-# baked into the Bento (127.0.0.1, right for ``make serve``) is unreachable
-# through a published port. BENTOML_HOST is `bentoml serve`'s own override,
-# which the image's entrypoint runs. Relative log paths (serve.prediction_log)
-# go under the unprivileged ``bentoml`` user's home, a volume in deploy/.
-CONTAINER_HOME = "/home/bentoml"
-CONTAINER_DATA = f"{CONTAINER_HOME}/data"
-CONTAINER_ENV = {"BENTOML_HOST": "0.0.0.0", CWD_ENV: CONTAINER_DATA}
 _TIME_LINE = re.compile(rb"^(\s*creation_time:\s*).*$", re.M)
 
 
@@ -300,10 +290,7 @@ def _build(
         },
         models=[v.model_tag for v in config.variants],
         python=python,
-        docker={
-            "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
-            "env": CONTAINER_ENV,
-        },
+        docker={"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"},
     )
     bentoml.bentos.export_bento(bento.tag, str(export_to))
     return str(bento.tag)

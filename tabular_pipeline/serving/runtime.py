@@ -29,6 +29,15 @@ MODEL_FILE = "model.joblib"
 
 log = logging.getLogger(__name__)
 
+# Inside the Bento's image (its Dockerfile sets BENTOML_CONTAINERIZED=true) the
+# defaults differ from `make serve`'s: listen on every interface (serve.host,
+# 127.0.0.1, is unreachable through a published port; `bentoml serve --host` or
+# $BENTOML_HOST still override it), and put relative log paths under the
+# unprivileged `bentoml` user's home (a volume in the Kubernetes manifests).
+CONTAINER_FLAG = "BENTOML_CONTAINERIZED"
+CONTAINER_HOST = "0.0.0.0"
+CONTAINER_DATA = "/home/bentoml/data"
+
 
 @dataclass
 class Variant:
@@ -86,6 +95,25 @@ def config_path() -> Path:
 def load_config(path: Path | None = None) -> ServingConfig:
     path = path or config_path()
     return ServingConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def in_container(environ: dict[str, str] | None = None) -> bool:
+    environ = dict(os.environ) if environ is None else environ
+    return environ.get(CONTAINER_FLAG, "").lower() == "true"
+
+
+def bind_host(serve: ServeConfig, environ: dict[str, str] | None = None) -> str:
+    """serve.host, or every interface inside the image."""
+    return CONTAINER_HOST if in_container(environ) else serve.host
+
+
+def log_base(environ: dict[str, str] | None = None) -> Path:
+    """Base of relative prediction-log paths: $TABULAR_SERVE_CWD (set by `make serve`),
+    else the image's data folder, else the working directory."""
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get(CWD_ENV):
+        return Path(environ[CWD_ENV])
+    return Path(CONTAINER_DATA if in_container(environ) else ".")
 
 
 # -- A/B split ---------------------------------------------------------------------

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -20,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from tabular_pipeline.serving import explaining, middleware
 from tabular_pipeline.serving.runtime import (
-    CWD_ENV,
     MODEL_FILE,
     PredictionLog,
     Variant,
+    bind_host,
     choose_variant,
     load_config,
+    log_base,
     new_ids,
     resolve_api_key,
 )
@@ -156,7 +155,7 @@ def _version(variant: Variant) -> str:
     workers=SERVE.workers,
     threads=SERVE.threads,
     traffic={"timeout": 30},
-    http={"host": SERVE.host, "port": SERVE.port},
+    http={"host": bind_host(SERVE), "port": SERVE.port},
     logging={"access": {"enabled": SERVE.access_log}},
 )
 class TabularService:
@@ -205,10 +204,10 @@ class TabularService:
         if SERVE.prediction_log.path:
             worker = int(getattr(bentoml.server_context, "worker_index", 0) or 0)
             # BentoML runs workers inside the Bento: relative paths are taken
-            # from where `make serve` started (TABULAR_SERVE_CWD, set by cli.py).
-            base = Path(os.environ.get(CWD_ENV, "."))
+            # from where `make serve` started (TABULAR_SERVE_CWD, set by cli.py),
+            # or the image's data folder.
             self.prediction_log = PredictionLog(
-                str(base / SERVE.prediction_log.path),
+                str(log_base() / SERVE.prediction_log.path),
                 SERVE.prediction_log.max_bytes,
                 SERVE.prediction_log.backups,
                 worker=max(worker - 1, 0),
