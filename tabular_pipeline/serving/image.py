@@ -198,19 +198,47 @@ def _like_official(rootfs: Path) -> None:
         lists.unlink()
 
 
-def has_image(ref: str, environ: dict[str, str]) -> bool:
-    return _answers_env(["buildah", "inspect", "--type", "image", ref], environ)
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")  # Debian's place for a machine's own CAs
+BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+STANDIN_LABEL = "io.tabular-pipeline.standin"
 
 
-def _answers_env(cmd: list[str], environ: dict[str, str]) -> bool:
-    done = subprocess.run(cmd, capture_output=True, env=environ, check=False)
-    return done.returncode == 0
+def local_cas(folder: Path = LOCAL_CAS) -> list[Path]:
+    """The CAs this machine trusts besides Debian's (e.g. a TLS-inspecting proxy's)."""
+    return sorted(folder.glob("*.crt")) if folder.is_dir() else []
+
+
+def _image_label(ref: str, environ: dict[str, str]) -> str | None:
+    done = subprocess.run(
+        ["buildah", "inspect", "--type", "image", ref],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=False,
+    )
+    if done.returncode:
+        return None
+    labels = json.loads(done.stdout)["OCIv1"]["config"].get("Labels") or {}
+    stale = "stand-in" in labels.get("org.opencontainers.image.description", "")
+    return labels.get(STANDIN_LABEL, "stale" if stale else "")
 
 
 def import_standin(environ: dict[str, str] | None = None, mirror: str | None = None) -> str:
-    """Make ``python:3.11-slim`` a local buildah image from the stand-in (unless present)."""
+    """Make ``python:3.11-slim`` a local buildah image from the stand-in (unless present).
+
+    The stand-in also trusts this machine's own CAs (``/usr/local/share/ca-certificates``)
+    and points ``SSL_CERT_FILE`` at the bundle, so that pip and uv reach PyPI during
+    the build where a proxy inspects TLS; a real ``python:3.11-slim`` is left alone.
+    """
     env = buildah_env(environ)
-    if has_image(BASE_REF, env):
+    mirror = mirror or apt_mirror()
+    cas = local_cas()
+    digest = hashlib.sha256(json.dumps(standin_recipe(mirror), sort_keys=True).encode())
+    for ca in cas:
+        digest.update(ca.read_bytes())
+    key = digest.hexdigest()[:16]
+    present = _image_label(BASE_REF, env)  # "" for a real (pulled) image: kept
+    if present is not None and present in ("", key):
         log.info("base image %s: already in buildah's storage", BASE_REF)
         return BASE_REF
     tarball = standin_rootfs(mirror)
@@ -226,16 +254,32 @@ def import_standin(environ: dict[str, str] | None = None, mirror: str | None = N
     ctr = buildah("from", "scratch")
     try:
         buildah("add", ctr, str(tarball), "/")
+        extra: list[str] = []
+        if cas:
+            root = Path(buildah("mount", ctr))
+            try:
+                folder = root / LOCAL_CAS.relative_to("/")
+                folder.mkdir(parents=True, exist_ok=True)
+                with (root / BUNDLE.lstrip("/")).open("ab") as bundle:
+                    for ca in cas:
+                        shutil.copyfile(ca, folder / ca.name)
+                        bundle.write(b"\n" + ca.read_bytes())
+            finally:
+                buildah("umount", ctr)
+            extra = ["--env", f"SSL_CERT_FILE={BUNDLE}"]  # uv ships its own roots otherwise
         buildah(
             "config",
             "--env",
             "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--env",
             "LANG=C.UTF-8",
+            *extra,
             "--cmd",
             "python3",
             "--label",
             f"org.opencontainers.image.description=local stand-in for {BASE_IMAGE}",
+            "--label",
+            f"{STANDIN_LABEL}={key}",
             ctr,
         )
         buildah("commit", "--quiet", ctr, BASE_REF)
