@@ -102,7 +102,16 @@ def _netns_pids(netns: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def running(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def project(request: pytest.FixtureRequest) -> Path:
+    """The sampled built project, or $TABULAR_IMAGE_PROJECT: a project on which
+    `make repro` ran (e.g. this checkout), to test the image of its own Bento."""
+    given = os.environ.get("TABULAR_IMAGE_PROJECT")
+    return Path(given).resolve() if given else request.getfixturevalue("built_project")
+
+
+@pytest.fixture(scope="module")
+def running(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    built_project = project
     _need_tools()
     env = _storage_env()
     env["BENTOML_HOME"] = str(tmp_path_factory.mktemp("bentoml"))
@@ -199,7 +208,8 @@ def _serving_json(running: Running) -> dict[str, Any]:
     return json.loads((running.mount / path / "src" / "serving.json").read_text())
 
 
-def test_image_serves_outside_its_network_namespace(running: Running, built_project: Path) -> None:
+def test_image_serves_outside_its_network_namespace(running: Running, project: Path) -> None:
+    built_project = project
     """/readyz, an authorised /predict equal to the pipeline's, 401 without the key."""
     config = running.config
     assert config.get("User") == "bentoml"
