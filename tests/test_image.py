@@ -8,9 +8,9 @@ or registry is needed:
   name, so the Bento's own Dockerfile builds unchanged (BentoML's
   ``base_image`` option would change the Dockerfile under test);
 - ``buildah bud --isolation chroot`` in a storage of its own under the cache
-  folder (``~/.cache/tabular-pipeline/containers``: the stand-in and the
-  layer cache persist, so a second run skips debootstrap and the dependency
-  install);
+  folder (``~/.cache/tabular-pipeline/containers``: the debootstrap root
+  file system and the imported stand-in persist, so a second run skips them;
+  the build itself runs every time, since vfs layer caching costs tens of GB);
 - the container runs the image's ENTRYPOINT with the image's environment, as
   user ``bentoml``, in a network namespace made for the test; a veth pair on
   TEST-NET-1 addresses (192.0.2.0/24, reserved for documentation, routed
@@ -197,7 +197,7 @@ def running(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         _sh(["buildah", "rm", ctr], env, check=False)
         _sh(["ip", "link", "del", host_if], check=False)
         _sh(["ip", "netns", "del", netns], check=False)
-        # The layers stay cached (the next run's dependency install); the tag goes.
+        # The stand-in stays (the next run's base); the built image goes.
         _sh(["buildah", "rmi", tag], env, check=False)
         print(f"image timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
 
