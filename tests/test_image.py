@@ -13,8 +13,8 @@ or registry is needed:
   the build itself runs every time, since vfs layer caching costs tens of GB);
 - the container runs the image's ENTRYPOINT with the image's environment, as
   user ``bentoml``, in a network namespace made for the test; a veth pair on
-  TEST-NET-1 addresses (192.0.2.0/24, reserved for documentation, routed
-  nowhere) connects it to this one, and every request comes from outside.
+  a /30 of a documentation subnet (RFC 5737, routed nowhere) that this machine
+  does not use connects it to this one, and every request comes from outside.
 """
 
 from __future__ import annotations
@@ -46,8 +46,18 @@ from tests.conftest import run, shipped
 pytestmark = [pytest.mark.slow, pytest.mark.exhaustive]
 
 KEY = "image-test-key"
-HOST_ADDR, CONTAINER_ADDR = "192.0.2.1", "192.0.2.2"  # TEST-NET-1: this test's own hosts
+# RFC 5737 documentation subnets, routed nowhere: the veth pair takes one that
+# this machine does not use itself (some sandboxes put their own eth0 on one).
+TEST_NETS = ("198.51.100", "203.0.113", "192.0.2")
 READY_TIMEOUT = 300
+
+
+def _free_test_net() -> str:
+    used = _sh(["ip", "-4", "route", "show", "table", "all"]) + _sh(["ip", "-4", "addr"])
+    for prefix in TEST_NETS:
+        if f"{prefix}." not in used:
+            return prefix
+    pytest.skip(f"every documentation subnet ({', '.join(TEST_NETS)}) is in use here")
 
 
 def _need_tools() -> None:
@@ -141,6 +151,8 @@ def running(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     started = time.perf_counter()
     config = json.loads(_sh(["buildah", "inspect", "--type", "image", tag], env))["OCIv1"]["config"]
 
+    net = _free_test_net()
+    host_addr, container_addr = f"{net}.1", f"{net}.2"  # a /30: just the two ends
     netns = f"tabimg{os.getpid()}"
     host_if, ns_if = f"th{os.getpid() % 100000}", f"tc{os.getpid() % 100000}"
     ctr = _sh(["buildah", "from", "--quiet", tag], env)
@@ -150,10 +162,10 @@ def running(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         _sh(["ip", "netns", "add", netns])
         _sh(["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if])
         _sh(["ip", "link", "set", ns_if, "netns", netns])
-        _sh(["ip", "addr", "add", f"{HOST_ADDR}/24", "dev", host_if])
+        _sh(["ip", "addr", "add", f"{host_addr}/30", "dev", host_if])
         _sh(["ip", "link", "set", host_if, "up"])
         for cmd in (
-            ["ip", "addr", "add", f"{CONTAINER_ADDR}/24", "dev", ns_if],
+            ["ip", "addr", "add", f"{container_addr}/30", "dev", ns_if],
             ["ip", "link", "set", ns_if, "up"],
             ["ip", "link", "set", "lo", "up"],
         ):
@@ -169,7 +181,7 @@ def running(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        url = f"http://{CONTAINER_ADDR}:3000"
+        url = f"http://{container_addr}:3000"
         deadline = time.time() + READY_TIMEOUT
         while True:
             if proc.poll() is not None:
