@@ -43,7 +43,8 @@ from tabular_pipeline.serving.schema import FieldSpec, frame_to_rows
 from tabular_pipeline.serving.settings import DeployConfig
 from tests.conftest import run, shipped
 
-pytestmark = [pytest.mark.slow, pytest.mark.exhaustive]
+# One worker builds and runs the image for both tests (module fixture `running`).
+pytestmark = [pytest.mark.slow, pytest.mark.exhaustive, pytest.mark.xdist_group("image")]
 
 KEY = "image-test-key"
 # RFC 5737 documentation subnets, routed nowhere: the veth pair takes one that
