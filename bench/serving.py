@@ -185,6 +185,8 @@ def main() -> None:
     params, serving, rows = request_rows()
     workers = int(params["serve"]["workers"])
 
+    # Before any server starts: their start-up (model load, imports) would share the CPU.
+    model_ms = model_time(params, rows[:1000], args.batch_repeats) * 1000
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     common = {"OMP_NUM_THREADS": "1", "BENTOML_DO_NOT_TRACK": "true"}
     port_a, port_b = free_port(), free_port()
@@ -224,7 +226,6 @@ def main() -> None:
         ),
     }
     results: dict[str, dict[str, Any]] = {}
-    model_ms = model_time(params, rows[:1000], args.batch_repeats) * 1000
     try:
         for name, (proc, url, ready) in servers.items():
             asyncio.run(wait_ready(url, ready, proc, tmp / f"{name}.log"))
