@@ -30,7 +30,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env schema repro params plots remote mlflow-server serve monitor test test-template test-fast test-exhaustive lint format report lock clean help
+.PHONY: env schema repro params plots remote mlflow-server serve image k8s monitor test test-template test-fast test-exhaustive lint format report lock clean help
 
 help:
 	@echo "make schema   draft conf/data/schema/<data>.yaml from the raw files (FORCE=1 replaces one)"
@@ -43,6 +43,8 @@ help:
 	@echo "make report   Markdown report of params/metrics/plots vs BASE=$(BASE)"
 	@echo "make lock     re-resolve requirements/lock.txt from pyproject.toml"
 	@echo "make serve    serve the built Bento on 127.0.0.1 (port: serve.port; key: \$$TABULAR_API_KEY)"
+	@echo "make image    build the Bento's container image, tagged name:version (docs/deploying.md)"
+	@echo "make k8s      Kubernetes manifests for that image in deploy/ (params: deploy)"
 	@echo "make monitor  drift (and live quality with LABELS=file) of the prediction log LOGS=...; exit 1 on a gate failure"
 
 ifeq ($(VENV),.venv)
@@ -151,6 +153,18 @@ test-exhaustive: env
 # git-ignored BentoML store (.bentoml/). Needs TABULAR_API_KEY unless serve.auth: none.
 serve: env
 	$(BIN)/python -m tabular_pipeline.serving.cli
+
+# The Bento's OCI image, tagged with its name:version (docs/deploying.md).
+# ENGINE=docker|podman|buildah (default: the first that works; buildah needs no
+# daemon). STANDIN_BASE=1 (buildah): where python:3.11-slim cannot be pulled,
+# make it locally with debootstrap (cached in ~/.cache/tabular-pipeline).
+image: env
+	$(BIN)/python -m tabular_pipeline.serving.image $(if $(ENGINE),--engine $(ENGINE)) $(if $(STANDIN_BASE),--standin-base)
+
+# Kubernetes manifests for that image (Deployment, Service, HPA, Prometheus
+# scrape job) in deploy.out_dir, from params and the Bento's version.
+k8s: env
+	$(BIN)/python -m tabular_pipeline.serving.deploy
 
 # Monitoring of served traffic (docs/monitoring.md): LOGS = file, folder, glob or
 # s3:// URL (default monitor.logs), LABELS = prediction_id,label CSV (optional),

@@ -28,7 +28,7 @@ from tabular_pipeline.config import (
     parse_section,
 )
 from tabular_pipeline.explain.settings import ExplainConfig
-from tabular_pipeline.serving.settings import PackageConfig, ServeConfig
+from tabular_pipeline.serving.settings import DeployConfig, PackageConfig, ServeConfig
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -46,6 +46,7 @@ SECTIONS: dict[str, type] = {
     "register": RegisterConfig,
     "package": PackageConfig,
     "serve": ServeConfig,
+    "deploy": DeployConfig,
     "monitor": MonitorConfig,
 }
 

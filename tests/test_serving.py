@@ -25,9 +25,16 @@ from tabular_pipeline.models.modeling import fit_pipeline
 from tabular_pipeline.serving import middleware, package
 from tabular_pipeline.serving.fast import FastPredictor
 from tabular_pipeline.serving.runtime import (
+    CONTAINER_DATA,
+    CONTAINER_HOST,
+    CWD_ENV,
     AuthConfigError,
+    PredictionLog,
     Variant,
+    bind_host,
     choose_variant,
+    log_base,
+    new_ids,
     resolve_api_key,
 )
 from tabular_pipeline.serving.schema import (
@@ -195,6 +202,14 @@ def test_api_key_is_required_unless_auth_is_none(tmp_path: Path) -> None:
     key_file.write_text("from-file\n")
     serve.api_key_file = str(key_file)
     assert resolve_api_key(serve, environ={}) == "from-file"
+    # A mounted secret named by $TABULAR_API_KEY_FILE; the variable itself still wins.
+    mounted = tmp_path / "mounted"
+    mounted.write_text("mounted\n")
+    assert resolve_api_key(serve, environ={"TABULAR_API_KEY_FILE": str(mounted)}) == "mounted"
+    both = {"TABULAR_API_KEY": "env", "TABULAR_API_KEY_FILE": str(mounted)}
+    assert resolve_api_key(serve, environ=both) == "env"
+    with pytest.raises(AuthConfigError, match="missing or empty"):
+        resolve_api_key(serve, environ={"TABULAR_API_KEY_FILE": str(tmp_path / "absent")})
     serve.auth = "none"
     assert resolve_api_key(serve, environ={}) is None
 
@@ -298,3 +313,52 @@ def test_openapi_patch_documents_nullability_auth_and_errors(toy_frame: pd.DataF
     post = out["paths"]["/predict"]["post"]
     assert {"401", "413", "415"} <= set(post["responses"])
     assert post["security"] == [{"bearer": []}, {"apiKey": []}]
+
+
+def test_prediction_ids_are_random_uuid4_hex() -> None:
+    import uuid
+
+    ids = new_ids(500)
+    assert len(set(ids)) == 500 and new_ids(0) == []
+    for pid in ids:
+        parsed = uuid.UUID(hex=pid)
+        assert parsed.hex == pid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_prediction_log_writes_a_line_per_row_in_one_call(tmp_path: Path) -> None:
+    """One write per request, the same records as one json.dumps per row (issue 26)."""
+    log = PredictionLog(str(tmp_path / "p.jsonl"), max_bytes=10**6, backups=1)
+    variant = Variant("champion", "m:1", "a" * 64, 1.0)
+    rows = [{"age": 39, "sex": "Female"}, {"age": None, "sex": "Male"}]
+    probas = np.array([[0.25, 0.75], [0.9, 0.1]])
+    writes = []
+    handler = log.logger.handlers[0]
+    original = handler.emit
+    handler.emit = lambda record: (writes.append(record), original(record))[1]  # type: ignore[method-assign]
+    log.write(rows, ["b", "a"], probas, variant, ["id1", "id2"])
+    log.write_values(rows, np.array([1.5, -2.0]), variant, ["id3", "id4"])
+    log.close()
+    assert len(writes) == 2
+    lines = (tmp_path / "p.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["prediction_id"] for r in records] == ["id1", "id2", "id3", "id4"]
+    assert records[0]["proba"] == [0.25, 0.75] and records[1]["features"] == rows[1]
+    assert records[2]["prediction"] == 1.5 and "label" not in records[2]
+    expected = {k: records[0][k] for k in records[0]}
+    assert lines[0] == json.dumps(expected, allow_nan=False, separators=(",", ":"))
+    with pytest.raises(ValueError):  # NaN is never written as invalid JSON
+        PredictionLog(str(tmp_path / "q.jsonl"), 10**6, 1).write(
+            rows[:1], ["a"], np.array([[np.nan, 1.0]]), variant
+        )
+
+
+def test_container_defaults_differ_from_make_serve() -> None:
+    """The image listens on every interface and logs under its data folder; make serve does not."""
+    serve = shipped("serve", ServeConfig)
+    assert serve.host == "127.0.0.1"
+    assert bind_host(serve, environ={}) == "127.0.0.1"
+    assert bind_host(serve, environ={"BENTOML_CONTAINERIZED": "true"}) == CONTAINER_HOST
+    assert log_base(environ={}) == Path(".")
+    assert log_base(environ={"BENTOML_CONTAINERIZED": "true"}) == Path(CONTAINER_DATA)
+    both = {"BENTOML_CONTAINERIZED": "true", CWD_ENV: "/srv/logs"}
+    assert log_base(environ=both) == Path("/srv/logs")

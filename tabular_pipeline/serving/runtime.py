@@ -24,9 +24,19 @@ from tabular_pipeline.serving.settings import ServeConfig
 CONFIG_ENV = "TABULAR_SERVING_CONFIG"
 CWD_ENV = "TABULAR_SERVE_CWD"  # where `make serve` ran: base of relative log paths
 CONFIG_NAME = "serving.json"
+KEY_FILE_SUFFIX = "_FILE"  # $TABULAR_API_KEY_FILE: a file holding the key (a mounted secret)
 MODEL_FILE = "model.joblib"
 
 log = logging.getLogger(__name__)
+
+# Inside the Bento's image (its Dockerfile sets BENTOML_CONTAINERIZED=true) the
+# defaults differ from `make serve`'s: listen on every interface (serve.host,
+# 127.0.0.1, is unreachable through a published port; `bentoml serve --host` or
+# $BENTOML_HOST still override it), and put relative log paths under the
+# unprivileged `bentoml` user's home (a volume in the Kubernetes manifests).
+CONTAINER_FLAG = "BENTOML_CONTAINERIZED"
+CONTAINER_HOST = "0.0.0.0"
+CONTAINER_DATA = "/home/bentoml/data"
 
 
 @dataclass
@@ -87,6 +97,25 @@ def load_config(path: Path | None = None) -> ServingConfig:
     return ServingConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
+def in_container(environ: dict[str, str] | None = None) -> bool:
+    environ = dict(os.environ) if environ is None else environ
+    return environ.get(CONTAINER_FLAG, "").lower() == "true"
+
+
+def bind_host(serve: ServeConfig, environ: dict[str, str] | None = None) -> str:
+    """serve.host, or every interface inside the image."""
+    return CONTAINER_HOST if in_container(environ) else serve.host
+
+
+def log_base(environ: dict[str, str] | None = None) -> Path:
+    """Base of relative prediction-log paths: $TABULAR_SERVE_CWD (set by `make serve`),
+    else the image's data folder, else the working directory."""
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get(CWD_ENV):
+        return Path(environ[CWD_ENV])
+    return Path(CONTAINER_DATA if in_container(environ) else ".")
+
+
 # -- A/B split ---------------------------------------------------------------------
 def bucket(key: str, salt: str) -> float:
     """A stable number in [0, 1) for a request key: the same key always lands the same."""
@@ -122,18 +151,33 @@ def resolve_api_key(serve: ServeConfig, environ: dict[str, str] | None = None) -
     if serve.auth != "api_key":
         raise AuthConfigError(f"serve.auth must be 'api_key' or 'none', not {serve.auth!r}")
     key = environ.get(serve.api_key_env, "").strip()
-    if not key and serve.api_key_file:
-        path = Path(serve.api_key_file).expanduser()
+    # A mounted secret (Kubernetes, Docker/Podman secrets): $<api_key_env>_FILE
+    # names the file, as official images do; serve.api_key_file is the default.
+    key_file = environ.get(f"{serve.api_key_env}{KEY_FILE_SUFFIX}") or serve.api_key_file
+    if not key and key_file:
+        path = Path(key_file).expanduser()
         if path.is_file():
             key = path.read_text(encoding="utf-8").strip()
     if not key:
-        where = f"${serve.api_key_env}"
-        if serve.api_key_file:
-            where += f" or the file {serve.api_key_file}"
+        where = f"${serve.api_key_env}, a file named by ${serve.api_key_env}{KEY_FILE_SUFFIX}"
+        if key_file:
+            where += f" (now {key_file}: missing or empty)"
         raise AuthConfigError(
             f"no API key: set {where}, or set serve.auth: none to serve without auth"
         )
     return key
+
+
+# -- prediction ids ----------------------------------------------------------------
+def new_ids(n: int) -> list[str]:
+    """``n`` random UUIDs (version 4, as hex) from one system call, not one per row."""
+    import numpy as np
+
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.tobytes().hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 # -- prediction log ----------------------------------------------------------------
@@ -177,6 +221,17 @@ def owner_only_dir(folder: Path) -> None:
         )
 
 
+# json.dumps with these options builds an encoder per call; one is enough.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _floats(values: Any) -> list[Any]:
+    """Python floats (an array's ``tolist``: one call for the whole batch)."""
+    if hasattr(values, "tolist"):
+        return list(values.tolist())
+    return [[float(v) for v in x] if hasattr(x, "__iter__") else float(x) for x in values]
+
+
 class PredictionLog:
     """JSON lines of served requests (id, features, prediction, variant, time), rotated by size.
 
@@ -208,17 +263,22 @@ class PredictionLog:
     ) -> None:
         now = time.time()
         ids = ids if ids is not None else [""] * len(rows)
-        for row, label, proba, pid in zip(rows, labels, probas, ids, strict=True):
-            record = {
-                "prediction_id": pid,
-                "ts": now,
-                "variant": variant.name,
-                "model_sha256": variant.sha256,
-                "features": row,
-                "label": label,
-                "proba": [float(p) for p in proba],
-            }
-            self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
+        encode = _ENCODER.encode
+        lines = [
+            encode(
+                {
+                    "prediction_id": pid,
+                    "ts": now,
+                    "variant": variant.name,
+                    "model_sha256": variant.sha256,
+                    "features": row,
+                    "label": label,
+                    "proba": proba,
+                }
+            )
+            for row, label, proba, pid in zip(rows, labels, _floats(probas), ids, strict=True)
+        ]
+        self._emit(lines)
 
     def write_values(
         self,
@@ -230,16 +290,30 @@ class PredictionLog:
         """A regressor's records: the predicted value instead of a label and probabilities."""
         now = time.time()
         ids = ids if ids is not None else [""] * len(rows)
-        for row, value, pid in zip(rows, values, ids, strict=True):
-            record = {
-                "prediction_id": pid,
-                "ts": now,
-                "variant": variant.name,
-                "model_sha256": variant.sha256,
-                "features": row,
-                "prediction": float(value),
-            }
-            self.logger.info(json.dumps(record, allow_nan=False, separators=(",", ":")))
+        encode = _ENCODER.encode
+        lines = [
+            encode(
+                {
+                    "prediction_id": pid,
+                    "ts": now,
+                    "variant": variant.name,
+                    "model_sha256": variant.sha256,
+                    "features": row,
+                    "prediction": value,
+                }
+            )
+            for row, value, pid in zip(rows, _floats(values), ids, strict=True)
+        ]
+        self._emit(lines)
+
+    def _emit(self, lines: list[str]) -> None:
+        """One write for the request: a line per row, in order, rotated between requests.
+
+        One log call per row cost more than the model (1,000 rows: a lock, a
+        rollover check with seek/tell and a flush each); the records are the same.
+        """
+        if lines:
+            self.logger.info("\n".join(lines))
 
     def close(self) -> None:
         for handler in self.logger.handlers:

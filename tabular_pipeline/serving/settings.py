@@ -64,3 +64,32 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth: {self.auth!r} is not one of {list(AUTH_MODES)}")
+
+
+@dataclass
+class DeployConfig:
+    """The ``deploy`` section: a Kubernetes deployment's own choices (``make k8s``)."""
+
+    out_dir: str
+    registry: str
+    replicas: int
+    max_replicas: int
+    target_cpu_percent: int
+    cpu_request: str
+    cpu_limit: str
+    memory_request_mib: int
+    memory_limit_mib: int
+    grace_seconds: int
+    api_key_secret: str
+    log_volume_mib: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= self.max_replicas:
+            raise ValueError(
+                f"replicas: {self.replicas} must be >= 1 and <= max_replicas {self.max_replicas}"
+            )
+        if self.memory_request_mib > self.memory_limit_mib:
+            raise ValueError(
+                f"memory_request_mib: {self.memory_request_mib} exceeds memory_limit_mib "
+                f"{self.memory_limit_mib}"
+            )
