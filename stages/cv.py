@@ -16,12 +16,24 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
-from tabular_pipeline.data.split import Roles, as_gap, resolve_strategy, time_values
+from tabular_pipeline.data.split import (
+    Roles,
+    TimeCuts,
+    as_gap,
+    make_splits,
+    resolve_strategy,
+    time_values,
+)
 from tabular_pipeline.data.task import task_of_frame
 from tabular_pipeline.evaluation import cv
 from tabular_pipeline.evaluation.metrics import score, test_headline
 from tabular_pipeline.models.features import feature_kinds, featurizer_for
-from tabular_pipeline.models.modeling import build_estimator, fit_pipeline, task_model_cfg
+from tabular_pipeline.models.modeling import (
+    build_estimator,
+    fit_pipeline,
+    gbdt_library,
+    task_model_cfg,
+)
 from tabular_pipeline.models.tune import apply_tuned
 
 log = logging.getLogger("cv")
@@ -65,13 +77,31 @@ def main() -> None:
     rows = []
     for i, (train_idx, test_idx) in enumerate(plan, start=1):
         train, test = frame.iloc[train_idx], frame.iloc[test_idx]
+        estimator = build_estimator(model_cfg, task)
+        valid = None
+        if gbdt_library(estimator) is not None:
+            # A model that early-stops needs a validation split, as in train: carved out
+            # of the fold's train rows the way split carves valid (never the fold's test).
+            parts = make_splits(
+                train.reset_index(drop=True),
+                test,
+                data.target,
+                split.valid_size,
+                split.test_size,
+                split.stratify,
+                seed,
+                strategy=strategy,
+                roles=roles,
+                cuts=TimeCuts(None, None, split.gap),
+            )
+            train, valid = parts["train"], parts["valid"]
         # Each fold fits its own featurizer: imputation and scaling learn from its train rows.
         featurizer = featurizer_for(kinds, featurize).fit(train[list(kinds)])
-        pipeline = fit_pipeline(featurizer, build_estimator(model_cfg, task), train, data.target)
+        pipeline = fit_pipeline(featurizer, estimator, train, data.target, valid=valid)
         metrics = score(pipeline, test, data.target)
         keys = [k for k in test_headline(metrics) if k != "n_rows"]
         rows.append(
-            {"fold": i, "n_train": len(train_idx), "n_test": len(test_idx)}
+            {"fold": i, "n_train": len(train), "n_test": len(test_idx)}
             | {k: metrics[k] for k in keys}
         )
         log.info("fold %d: %d train, %d test rows: %s", i, len(train_idx), len(test_idx), rows[-1])

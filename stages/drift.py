@@ -5,7 +5,10 @@ predictions there are out-of-sample like a new batch's (the training split's
 are sharper, and a prediction-drift gate against them fires on clean data).
 
 Writes the HTML report, a per-column JSON summary and headline metrics first,
-then applies the gate: under plain `dvc repro` a violation stops the pipeline
+then applies the gate (not to the pipeline's own test split under a group
+split, whose entities differ from the validation split's by design: the
+differences are logged and recorded in the summary and metrics, and `make
+monitor` still gates served traffic): under plain `dvc repro` a violation stops the pipeline
 with one line per violation; under `dvc exp run` it is recorded (and the
 `register` stage rejects the model) unless `drift.gate.enforce_in_experiments`.
 """
@@ -24,6 +27,7 @@ from tabular_pipeline.config import (
     load_params,
     parse_section,
 )
+from tabular_pipeline.data.split import Roles, resolve_strategy
 from tabular_pipeline.data.task import task_of_frame
 from tabular_pipeline.errors import PipelineError
 from tabular_pipeline.explain.settings import ExplainConfig
@@ -32,12 +36,17 @@ from tabular_pipeline.monitoring import drift
 log = logging.getLogger("drift")
 
 
+# Strategies whose test split holds other groups than the validation split.
+GROUPED = ("group", "group_time")
+
+
 def main() -> None:
     drift.check_hash_seed()
     start = time.perf_counter()
     params = load_params()
     data = load_data_config(params)
-    split_dir = Path(parse_section(params, "split", SplitConfig).out_dir)
+    split_cfg = parse_section(params, "split", SplitConfig)
+    split_dir = Path(split_cfg.out_dir)
     model_path = Path(parse_section(params, "train", TrainConfig).model_out)
     cfg = parse_section(params, "drift", DriftConfig)
     importance_path = Path(parse_section(params, "explain", ExplainConfig).importance_out)
@@ -63,6 +72,21 @@ def main() -> None:
     drift.write_html(result.html, html_path)
     importance = drift.read_importance(importance_path)
     summary = drift.summarise(result.columns, columns.prediction, cfg.gate, importance=importance)
+    strategy = resolve_strategy(
+        split_cfg.strategy,
+        Roles(data.time_column, data.group_column, tuple(data.id_columns)),
+        split_cfg.stratify,
+    )
+    if Path(cfg.current) == split_dir / "test.parquet" and strategy in GROUPED:
+        # The test split holds other entities than the validation split by design:
+        # how much they differ is what the split measures, not drift of new data.
+        for line in summary["gate_failures"]:
+            log.warning("drift gate not enforced (split.strategy %s): %s", strategy, line)
+        summary["gate_not_enforced"] = {
+            "reason": f"split.strategy {strategy}: the test split holds other groups",
+            "failures": summary["gate_failures"],
+        }
+        summary["gate_failures"] = []
     summary["tests"] = result.tests
     summary["importance"] = importance_path.as_posix()
     summary["reference"] = reference_path.as_posix()

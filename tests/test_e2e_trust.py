@@ -148,6 +148,7 @@ def test_register_is_idempotent_gated_and_experiments_keep_the_alias(project: Pa
     assert out.returncode != 0
     assert ran_stages(out.stdout) == [
         "compose",
+        "featurize",  # logreg's `scaled` preset (hgb: `trees`)
         "tune",
         "cv",
         "train",

@@ -179,7 +179,8 @@ def test_two_local_workers_through_the_stage(project: Path, dvc, tmp_path: Path)
         "-S", f"tune.storage=sqlite:///{db}",
         "train",
     )  # fmt: skip
-    assert ran_stages(out.stdout) == ["tune", "train"]
+    # logreg scales its numeric columns (the `scaled` featurize preset; hgb: `trees`).
+    assert ran_stages(out.stdout) == ["featurize", "tune", "train"]
     log = out.stdout + out.stderr
     assert "worker 2 joined study" in log and "with 2 local worker(s)" in log
     (name,) = optuna.get_all_study_names(f"sqlite:///{db}")
