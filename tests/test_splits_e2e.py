@@ -1,4 +1,4 @@
-"""End to end with the real dvc CLI: a time split set up by config only (through `cv`),
+"""End to end with the real dvc CLI: a time split set up by config only (through `package`),
 a planted leak and a column in one source file only, each stopping the pipeline with one
 line and dvc.lock unchanged. The group split through `package` is in
 tests/test_regression_e2e.py (Gapminder splits by country)."""
@@ -17,28 +17,30 @@ import pytest
 import yaml
 
 from tests.conftest import ran_stages, run
+from tests.test_e2e import ALL_STAGES
 from tests.test_regression_e2e import gapminder_project
 
 pytestmark = pytest.mark.slow
 
 
-def test_time_split_by_config_only_through_cv(tmp_path: Path) -> None:
+def test_time_split_by_config_only_through_package(tmp_path: Path) -> None:
     project = gapminder_project(tmp_path, rows=600)
     data = project / "conf/data/gapminder.yaml"
-    data.write_text(data.read_text() + "time_column: year\n")
+    # A model of 600 sampled rows predicting later years misses Gapminder's floors
+    # (R² 0.38): this test is about the split, so the floors go.
+    text = data.read_text().replace("min_metrics:\n  r2: 0.6\n", "min_metrics: {}\n")
+    text = text.replace("max_metrics:\n  rmse: 8.0\n", "max_metrics: {}\n")
+    assert "min_metrics: {}" in text and "max_metrics: {}" in text
+    data.write_text(text + "time_column: year\n")
     cfg = project / "conf/config.yaml"
     text = cfg.read_text().replace("  strategy: auto\n", "  strategy: time\n")
     cfg.write_text(re.sub(r"(?m)^  gap: 0 ", "  gap: 5 ", text))
-    out = run(["dvc", "repro", "cv"], project, timeout=900)
-    assert ran_stages(out.stdout) == [
-        "compose",
-        "ingest",
-        "validate",
-        "split",
-        "featurize",
-        "tune",
-        "cv",
-    ]
+    out = run(["dvc", "repro"], project, timeout=1200)
+    assert ran_stages(out.stdout) == ALL_STAGES
+    assert (project / "models/service.bento").stat().st_size > 0
+    drift = json.loads((project / "reports/drift/summary.json").read_text())
+    # The test split is a later period by design: drift is recorded, not enforced.
+    assert drift["gate_failures"] == []
     summary = json.loads((project / "reports/split/summary.json").read_text())
     assert summary["strategy"] == "time" and summary["leakage"]["passed"]
     parts = summary["splits"]
