@@ -227,6 +227,13 @@ def system_exit_code(exc: SystemExit) -> int:
     return 1
 
 
+# Modules the server never preloads: importing skrub changes the bytes scikit-learn
+# objects pickle to (measured: the same fitted HGB pipeline pickles differently once
+# skrub is imported), so a stage that does not use it (Adult: no date or many-valued
+# column) must not find it loaded; a stage that uses it imports it either way.
+NOT_PRELOADED = frozenset({"skrub"})
+
+
 def preload_modules(
     project: Path, packages: Iterable[str] = ("stages", "tabular_pipeline")
 ) -> list[str]:
@@ -240,6 +247,8 @@ def preload_modules(
             for module, names in imports_of(project, path.relative_to(project)):
                 top = module.split(".")[0]
                 if not top or top in own or top in sys.stdlib_module_names or top == "__future__":
+                    continue
+                if top in NOT_PRELOADED:
                     continue
                 found.add(module)
                 found.update(f"{module}.{name}" for name in names if name != "*")

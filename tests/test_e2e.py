@@ -107,7 +107,7 @@ CONF_EDITS = [
         "conf/model/hgb.yaml",
         "max_leaf_nodes: 31",
         "max_leaf_nodes: 7",
-        {"tune", "train", "register"},
+        {"tune", "cv", "train", "register"},
     ),
     (
         "conf/data/adult.yaml",
@@ -393,6 +393,6 @@ def test_stages_run_the_projects_own_package(project: Path, dvc) -> None:
         + '\nimport logging\nlogging.getLogger(__name__).warning("COPY-%s", "MARK")\n'
     )
     out = dvc("repro")
-    # Same outputs: featurize is not re-run (cv imports the module, so it is).
-    assert ran_stages(out.stdout) == ["split", "cv"]
+    # Same outputs: featurize is not re-run (cv and drift import the module, so they are).
+    assert ran_stages(out.stdout) == ["split", "cv", "drift"]
     assert "COPY-MARK" in out.stdout + out.stderr
