@@ -137,6 +137,10 @@ def run(
     """Run a CLI in the project copy with the test environment's tools first on PATH."""
     base = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     base.pop("MLFLOW_TRACKING_URI", None)  # tests use the project's own store unless told
+    # A `make` the test runs is a top-level make, however pytest itself was started
+    # (under `make test` these would add "Entering directory" lines and a jobserver).
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        base.pop(name, None)
     env = base | (env or {})
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
