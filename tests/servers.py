@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -62,3 +63,24 @@ def bento_server(project: Path, tmp: Path, api_key: str, timeout: float = 180) -
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         logfile.close()
+
+
+def logged_lines(path: Path, ids: set[str], offset: int = 0, timeout: float = 15) -> list[str]:
+    """The prediction log's lines from byte ``offset`` once every id in ``ids`` is there.
+
+    The service writes a request's records just after sending its response
+    (``after_response`` in tabular_pipeline/serving/service.py), so a client
+    that reads the log right away waits for them, as this does.
+    """
+    deadline = time.time() + timeout
+    while True:
+        lines: list[str] = []
+        if path.exists():
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                lines = fh.read().decode().splitlines()
+        found = {json.loads(line)["prediction_id"] for line in lines if line.startswith("{")}
+        if ids <= found or time.time() > deadline:
+            assert ids <= found, f"{len(ids - found)} prediction ids never logged in {path}"
+            return lines
+        time.sleep(0.05)

@@ -42,6 +42,7 @@ from tabular_pipeline.serving.runtime import CONTAINER_DATA
 from tabular_pipeline.serving.schema import FieldSpec, frame_to_rows
 from tabular_pipeline.serving.settings import DeployConfig
 from tests.conftest import run, shipped
+from tests.servers import logged_lines
 
 # One worker builds and runs the image for both tests (module fixture `running`).
 pytestmark = [pytest.mark.slow, pytest.mark.exhaustive, pytest.mark.xdist_group("image")]
@@ -251,8 +252,8 @@ def test_image_serves_outside_its_network_namespace(running: Running, project: P
 
     # The prediction log: written by the unprivileged user under its data folder.
     logged = running.mount / CONTAINER_DATA.lstrip("/") / "logs" / "predictions.jsonl"
-    assert logged.is_file(), f"no prediction log at {CONTAINER_DATA}/logs"
-    record = json.loads(logged.read_text().splitlines()[-1])
+    (line,) = logged_lines(logged, {got["prediction_id"]}, timeout=30)[-1:]
+    record = json.loads(line)
     assert record["prediction_id"] == got["prediction_id"]
     assert logged.stat().st_uid != 0
 

@@ -346,10 +346,13 @@ def test_prediction_log_writes_a_line_per_row_in_one_call(tmp_path: Path) -> Non
     assert records[2]["prediction"] == 1.5 and "label" not in records[2]
     expected = {k: records[0][k] for k in records[0]}
     assert lines[0] == json.dumps(expected, allow_nan=False, separators=(",", ":"))
-    with pytest.raises(ValueError):  # NaN is never written as invalid JSON
-        PredictionLog(str(tmp_path / "q.jsonl"), 10**6, 1).write(
-            rows[:1], ["a"], np.array([[np.nan, 1.0]]), variant
-        )
+    # NaN is never written as invalid JSON: a strict reader gets null
+    strict = PredictionLog(str(tmp_path / "q.jsonl"), 10**6, 1)
+    strict.write(rows[:1], ["a"], np.array([[np.nan, 1.0]]), variant)
+    strict.close()
+    line = (tmp_path / "q.jsonl").read_text().strip()
+    assert "NaN" not in line
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(c))["proba"] == [None, 1.0]
 
 
 def test_container_defaults_differ_from_make_serve() -> None:

@@ -31,7 +31,7 @@ from tabular_pipeline.serving import package
 from tests import tools
 from tests.browser import dump_dom, needs_chromium, screenshot
 from tests.conftest import BIN, git, ran_stages, run
-from tests.servers import bento_server, free_port
+from tests.servers import bento_server, free_port, logged_lines
 
 # One worker runs them all: the session's one served Bento (fixture ``served``).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("served")]
@@ -251,6 +251,7 @@ def test_ab_split_is_sticky_with_the_configured_share(served: Served) -> None:
             r = client.post("/predict", json=row, headers={"X-User-Id": f"user-{i}"})
             assert r.json()["variant"] == seen[i]
             assert r.json()["model_version"].startswith(f"adult-classifier-{seen[i]}:")
+        last = r.json()["prediction_id"]
     metrics = httpx.get(f"{served.url}/metrics").text
     for variant in ("champion", "challenger"):
         counter = re.search(
@@ -258,7 +259,7 @@ def test_ab_split_is_sticky_with_the_configured_share(served: Served) -> None:
         )
         assert counter and float(counter.group(1)) > 0, metrics[-3000:]
         assert re.search(rf'tabular_predict_seconds_bucket{{[^}}]*variant="{variant}"', metrics)
-    lines = [json.loads(line) for line in served.log.read_text().splitlines()]
+    lines = [json.loads(line) for line in logged_lines(served.log, {last})]
     assert {line["variant"] for line in lines} == {"champion", "challenger"}
     assert lines[-1]["features"] == row and set(lines[-1]) >= {"ts", "label", "proba"}
 
@@ -386,9 +387,7 @@ def test_monitor_flags_shifted_traffic_and_prometheus_scrapes_it(
     assert len(ids) == len(female) + 1  # unique per prediction, even for a repeated row
 
     # The log lines of this traffic, plus a corrupt line and a torn last line.
-    with served.log.open("rb") as fh:
-        fh.seek(offset)
-        lines = fh.read().decode().splitlines()
+    lines = logged_lines(served.log, set(ids), offset)
     assert {json.loads(line)["prediction_id"] for line in lines} == set(ids)
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -18,6 +18,7 @@ difference at all, switches the predictor to the generic pipeline call.
 from __future__ import annotations
 
 import logging
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ class _Numeric:
     fill: np.ndarray | None  # imputer statistics
     mean: np.ndarray | None
     scale: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        # A row's values in C, not a Python loop per cell.
+        self.getter = operator.itemgetter(*self.columns)
 
 
 @dataclass
@@ -300,9 +305,10 @@ class FastPredictor:
         n = len(rows)
         X = np.empty((n, self.width), dtype=np.float64)
         for block in self.numeric:
-            values = np.array(
-                [[row[c] for c in block.columns] for row in rows], dtype=np.float64
-            )  # None -> nan
+            get = block.getter
+            values = np.array([get(row) for row in rows], dtype=np.float64)  # None -> nan
+            if values.ndim == 1:  # one column: itemgetter gives scalars
+                values = values[:, None]
             if block.fill is not None:
                 missing = np.isnan(values)
                 if missing.any():

