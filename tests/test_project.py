@@ -34,7 +34,17 @@ from tests.conftest import NOT_COPIED, ROOT, composed_params, git, run, tracked_
 from tests.servers import bento_server
 
 # The end-to-end tests share one sampled copy: one worker runs them all.
-PROJECT_TIER = (pytest.mark.slow, pytest.mark.project, pytest.mark.xdist_group("project"))
+PROJECT_TIER: tuple[Any, ...] = (
+    pytest.mark.slow,
+    pytest.mark.project,
+    pytest.mark.xdist_group("project"),
+)
+if not (ROOT / ".copier-answers.yml").exists():
+    # In the template these checks on Adult repeat what its own `make test` checks
+    # (tests/test_e2e*.py, tests/test_serving_e2e.py), and the template round trip
+    # (tests/test_template.py) runs this tier in a generated project: the
+    # exhaustive tier. In a generated project this file *is* `make test`.
+    PROJECT_TIER += (pytest.mark.exhaustive,)
 
 
 def project_tier(test: Any) -> Any:

@@ -136,6 +136,15 @@ def test_regression_pipeline_serves_floats_and_reruns_one_param(tmp_path: Path) 
 
     assert ran_stages(run(["dvc", "repro"], project).stdout) == []
 
+
+# One param re-run and a queued sweep (two more chains): make test-exhaustive.
+@pytest.mark.exhaustive
+def test_regression_param_rerun_and_queued_sweep_of_two_models(tmp_path: Path) -> None:
+    project = gapminder_project(tmp_path)
+    run(["dvc", "repro"], project, timeout=900)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "repro")
+
     # One param change (as tests/test_e2e.py measures it: a fresh MLflow store,
     # so no champion comparison) fits on one screen of `dvc exp show`.
     (project / "mlflow.db").unlink()
@@ -150,15 +159,6 @@ def test_regression_pipeline_serves_floats_and_reruns_one_param(tmp_path: Path) 
     assert len(columns) <= 25, columns
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "learning rate")
-
-
-# A queued sweep (two more chains): make test-exhaustive.
-@pytest.mark.exhaustive
-def test_regression_queued_sweep_of_two_models(tmp_path: Path) -> None:
-    project = gapminder_project(tmp_path)
-    run(["dvc", "repro"], project, timeout=900)
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "repro")
     # A queued sweep of two regression models.
     run(["dvc", "exp", "run", "--queue", "-S", "model=linear"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "model=random_forest"], project)

@@ -1,7 +1,7 @@
 """The user's own code in a generated project (docs/your-code.md): a custom transformer
-and a custom estimator, named by `_target_` in the user's own configs, run through
-`package`; the Bento predicts outside the project as the pipeline does; a template
-update leaves the user's folder, dependencies and configs untouched."""
+with a custom estimator, then in front of LightGBM, named by `_target_` in the user's own
+configs, run through `package`; the Bento predicts outside the project as the pipeline
+does; a template update leaves the user's folder, dependencies and configs untouched."""
 
 from __future__ import annotations
 
@@ -80,6 +80,17 @@ USER_FILES = {
         """,
 }
 
+LGBM_FILES = {
+    "conf/featurize/mine_trees.yaml": """
+        defaults:
+          - trees
+          - _self_
+        steps:
+          numeric:
+            log: {_target_: user.features.SignedLog}
+        """,
+}
+
 PREDICT = textwrap.dedent(
     """
     import sys
@@ -155,10 +166,43 @@ def test_users_code_runs_through_package_and_survives_update(
     )
     np.testing.assert_array_equal(np.load(outside / "bento.npy"), np.load(tmp_path / "p.npy"))
 
+    # The same transformer in front of LightGBM (issue 25): the user's model file is
+    # the shipped one with the featurize preset pointed at their own steps.
+    for rel, text in LGBM_FILES.items():
+        (project / rel).write_text(textwrap.dedent(text).lstrip())
+    (project / "conf/model/mine_lgbm.yaml").write_text(
+        (project / "conf/model/lightgbm.yaml")
+        .read_text()
+        .replace("featurize: trees", "featurize: mine_trees")
+    )
+    config.write_text(config.read_text().replace("- model: mine", "- model: mine_lgbm"))
+    repro = run([*make, "repro"], project, timeout=1200)
+    assert "Running stage 'package'" in repro.stdout
+    assert "lightgbm.LGBMClassifier" in (project / "params.yaml").read_text()
+    features = (project / "reports/featurize/features.json").read_text()
+    assert "num__tenure_months" in features
+    lgbm_bento = tmp_path / "bento-lgbm"
+    with tarfile.open(archive) as tar:
+        tar.extractall(lgbm_bento, filter="data")
+    src = lgbm_bento / "src"
+    assert "lightgbm==" in (lgbm_bento / "env/python/requirements.txt").read_text()
+    (stored,) = (lgbm_bento / "models").glob(f"*-champion/*/{MODEL_FILE}")
+    where = predict([str(src), site], stored, rows, outside / "lgbm.npy", outside)
+    assert Path(where).resolve().is_relative_to(src.resolve())
+    predict(
+        [str(project), site], project / "models/model.joblib", rows, tmp_path / "l.npy", project
+    )
+    bento_proba, project_proba = np.load(outside / "lgbm.npy"), np.load(tmp_path / "l.npy")
+    np.testing.assert_array_equal(bento_proba, project_proba)
+    assert not np.array_equal(bento_proba, np.load(outside / "bento.npy"))  # another model
+
     # A template release that changes template-owned files; ours stay as they are.
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "first run")
-    ours = {rel: (project / rel).read_text() for rel in [*USER_FILES, "requirements/user.txt"]}
+    ours = {
+        rel: (project / rel).read_text()
+        for rel in [*USER_FILES, *LGBM_FILES, "conf/model/mine_lgbm.yaml", "requirements/user.txt"]
+    }
     ours["user/__init__.py"] = (project / "user/__init__.py").read_text()
     (template / "user/__init__.py").write_text('"""Changed upstream."""\n')
     (template / "requirements/user.txt").write_text("# changed upstream\n")
