@@ -296,7 +296,7 @@ def test_copy_then_schema_repro_and_own_fast_tests(template_repo: Path, tmp_path
     ]
     # five of the project tier, one of the user's
     assert " failed" not in summary and "6 passed" in summary, tier.stdout[-3000:]
-    assert seconds < 900, f"the project tier took {seconds:.0f} s"
+    assert seconds < 240, f"the project tier took {seconds:.0f} s (goal: 4 min, issue 27)"
     # ... and fails when the data breaks the contract the schema states.
     schema_file = project / "conf/data/schema/shop.yaml"
     broken = yaml.safe_load(schema_file.read_text()) or {}
